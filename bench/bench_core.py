@@ -1,0 +1,104 @@
+"""Core benchmarks: tool-loop overhead (in process and through the real SDK), session resume,
+and start-up time of the package and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from openclaw_mini import Agent, tool
+from openclaw_mini.session import SessionKey, SessionStore
+from openclaw_mini.testing import FakeAnthropicServer, ScriptedModel, text_reply, tool_reply
+from openclaw_mini.transcript import MessageEntry, build_messages
+
+STEPS = 100
+
+
+@tool
+def noop(value: int) -> str:
+    """Return at once."""
+    return str(value)
+
+
+def _script(steps: int) -> list:
+    return [*(tool_reply(("noop", {"value": i})) for i in range(steps)), text_reply("done")]
+
+
+async def _loop_in_process(workspace: Path) -> float:
+    model = ScriptedModel()
+    model.queue(*_script(STEPS))
+    async with Agent(workspace_dir=workspace, model=model, tools=[noop], max_turns=STEPS + 1,
+                     enable_memory=False, enable_skills=False) as agent:
+        started = time.perf_counter()
+        result = await agent.run("bench", "go")
+        elapsed = time.perf_counter() - started
+    assert len(result.tool_calls) == STEPS
+    return elapsed / (STEPS + 1) * 1000
+
+
+async def _loop_over_http(workspace: Path) -> float:
+    with FakeAnthropicServer() as server:
+        server.queue(*_script(STEPS))
+        async with Agent(workspace_dir=workspace, api_key="bench", base_url=server.url, tools=[noop],
+                         max_turns=STEPS + 1, enable_memory=False, enable_skills=False) as agent:
+            started = time.perf_counter()
+            result = await agent.run("bench", "go")
+            elapsed = time.perf_counter() - started
+    assert len(result.tool_calls) == STEPS
+    return elapsed / (STEPS + 1) * 1000
+
+
+def _resume(workspace: Path, count: int = 100_000) -> tuple[float, float]:
+    store = SessionStore(workspace / ".openclaw-mini")
+    key = SessionKey.parse("big")
+    batch = []
+    started = time.perf_counter()
+    for index in range(count):
+        role = "user" if index % 2 == 0 else "assistant"
+        batch.append(MessageEntry(role=role, content=[{"type": "text", "text": f"message {index} " + "x" * 80}]))
+        if len(batch) == 1000:
+            store.append_sync(key, batch)
+            batch = []
+    append_s = time.perf_counter() - started
+    started = time.perf_counter()
+    loaded = store.load_sync(key)
+    messages = build_messages(loaded.entries)
+    resume_s = time.perf_counter() - started
+    assert len(messages) == count
+    return append_s, resume_s
+
+
+def _wall(command: list[str], runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def run() -> list[tuple[str, str, str]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        per_step = asyncio.run(_loop_in_process(Path(folder) / "a"))
+        rows.append(("loop overhead per tool step (scripted model, 100 steps)", f"{per_step:.3f} ms", "< 0.5 ms"))
+        per_http = asyncio.run(_loop_over_http(Path(folder) / "b"))
+        rows.append(("loop per tool step via real SDK + fake server", f"{per_http:.2f} ms", "measured"))
+        append_s, resume_s = _resume(Path(folder) / "c")
+        rows.append(("append 100,000 entries (batches of 1,000)", f"{append_s:.2f} s", "measured"))
+        rows.append(("resume 100,000-entry session (load + history)", f"{resume_s * 1000:.0f} ms", "< 1 s"))
+    python = sys.executable
+    rows.append(("import openclaw_mini (median of 5)", f"{_wall([python, '-c', 'import openclaw_mini']):.0f} ms", "< 300 ms"))
+    cli = [python, "-m", "openclaw_mini.cli.main", "--help"]
+    rows.append(("openclaw-mini --help (median of 5)", f"{_wall(cli):.0f} ms", "< 300 ms"))
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(" | ".join(row))

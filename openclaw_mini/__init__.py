@@ -1,0 +1,81 @@
+"""openclaw-mini: a minimal, production-grade agent runtime with a proactive heartbeat.
+
+```python
+from openclaw_mini import Agent
+
+async with Agent(workspace_dir=".") as agent:
+    result = await agent.run("session-1", "List the files here")
+```
+
+Names are loaded on first use (PEP 562), so `import openclaw_mini` stays fast: the anthropic SDK
+is imported only when a model is first called.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Agent": ".agent",
+    "AgentConfig": ".config",
+    "AnthropicModel": ".llm",
+    "BootstrapConfig": ".config",
+    "CompactionConfig": ".config",
+    "ConfigError": ".config",
+    "ContextOverflowError": ".llm",
+    "HeartbeatConfig": ".heartbeat",
+    "HeartbeatRequest": ".heartbeat",
+    "HeartbeatTask": ".heartbeat",
+    "MemoryHit": ".memory",
+    "MemoryStore": ".memory",
+    "MissingAPIKeyError": ".agent",
+    "Model": ".llm",
+    "ModelError": ".llm",
+    "ModelRequest": ".llm",
+    "ModelResponse": ".llm",
+    "PruningConfig": ".config",
+    "RunEvent": ".events",
+    "RunResult": ".events",
+    "SandboxConfig": ".tools.policy",
+    "SessionKey": ".session",
+    "SessionStore": ".session",
+    "Skill": ".skills",
+    "SkillLoader": ".skills",
+    "Tool": ".tools.base",
+    "ToolCallRecord": ".events",
+    "ToolContext": ".tools.base",
+    "ToolError": ".tools.base",
+    "ToolPolicy": ".tools.policy",
+    "Usage": ".llm",
+    "tool": ".tools.base",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from .agent import Agent, MissingAPIKeyError
+    from .config import AgentConfig, BootstrapConfig, CompactionConfig, ConfigError, PruningConfig
+    from .events import RunEvent, RunResult, ToolCallRecord
+    from .heartbeat import HeartbeatConfig, HeartbeatRequest, HeartbeatTask
+    from .llm import AnthropicModel, ContextOverflowError, Model, ModelError, ModelRequest, ModelResponse, Usage
+    from .memory import MemoryHit, MemoryStore
+    from .session import SessionKey, SessionStore
+    from .skills import Skill, SkillLoader
+    from .tools.base import Tool, ToolContext, ToolError, tool
+    from .tools.policy import SandboxConfig, ToolPolicy
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'openclaw_mini' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,671 @@
+"""`Agent`: wires sessions, context, skills, memory, tools and the model into runs.
+
+Data flows one way: `run()` -> the session's lane -> load transcript -> skill match -> context
+(bootstrap + prompt + pruning + compaction) -> the tool loop -> appended entries. Subsystems
+never call back up into the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import (
+    DEFAULT_MODEL,
+    AgentConfig,
+    BootstrapConfig,
+    CompactionConfig,
+    ConfigError,
+    PruningConfig,
+    build_config,
+)
+from .events import RunEvent, RunResult
+from .llm import AnthropicModel, Model, ModelError, ModelRequest
+from .loop import LoopHooks, run_tool_loop
+from .session import LoadedSession, SessionKey, SessionLanes, SessionStore
+from .tools.base import Tool, ToolContext, ToolRegistry
+from .tools.policy import Sandbox, SandboxConfig, ToolPolicy
+from .transcript import CompactionEntry, CustomEntry, MessageEntry, build_messages
+
+if TYPE_CHECKING:
+    from .heartbeat import HeartbeatConfig, HeartbeatRunner
+    from .heartbeat.runner import HeartbeatOutcome, HeartbeatStatus
+
+__all__ = ["Agent", "MissingAPIKeyError"]
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+class MissingAPIKeyError(ConfigError):
+    """No API key for the Anthropic backend."""
+
+
+AnyEntry = MessageEntry | CompactionEntry | CustomEntry
+
+
+@dataclass
+class _SessionState:
+    """A loaded session kept between runs: entries, the API history, and where the file ended."""
+
+    key: SessionKey
+    entries: list[AnyEntry]
+    messages: list[dict[str, Any]]
+    file_size: int = 0
+    last_context_tokens: int | None = None
+    """Tokens the API reported for the last request, and how many messages it covered."""
+    messages_at_usage: int = 0
+    flushed_this_cycle: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def last_id(self) -> str | None:
+        return self.entries[-1].id if self.entries else None
+
+
+class Agent:
+    """An agent over one workspace. Runs on different sessions proceed concurrently; runs on one
+    session queue in its lane.
+
+    ```python
+    async with Agent(workspace_dir=".") as agent:
+        result = await agent.run("session-1", "List the files here")
+        print(result.text)
+    ```
+    """
+
+    def __init__(
+        self,
+        workspace_dir: str | Path = ".",
+        *,
+        agent_id: str | None = None,
+        model: str | Model = DEFAULT_MODEL,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_turns: int | None = None,
+        max_tokens: int | None = None,
+        max_retries: int | None = None,
+        timeout_seconds: float | None = None,
+        thinking_budget_tokens: int | None = None,
+        context_window_tokens: int | None = None,
+        tools: Sequence[Tool] = (),
+        tool_policy: ToolPolicy | None = None,
+        sandbox: SandboxConfig | None = None,
+        enable_memory: bool | None = None,
+        enable_context: bool | None = None,
+        enable_skills: bool | None = None,
+        enable_heartbeat: bool | None = None,
+        bootstrap: BootstrapConfig | None = None,
+        pruning: PruningConfig | None = None,
+        compaction: CompactionConfig | None = None,
+        heartbeat: HeartbeatConfig | None = None,
+        timezone: str | None = None,
+        max_spawn_depth: int | None = None,
+        system_prompt: str | None = None,
+        config: AgentConfig | None = None,
+    ) -> None:
+        model_name = model if isinstance(model, str) else getattr(model, "model_name", "custom")
+        values: dict[str, Any] = dict(
+            workspace_dir=workspace_dir, agent_id=agent_id, model=model_name, api_key=api_key,
+            base_url=base_url, max_turns=max_turns, max_tokens=max_tokens, max_retries=max_retries,
+            timeout_seconds=timeout_seconds, thinking_budget_tokens=thinking_budget_tokens,
+            context_window_tokens=context_window_tokens, tool_policy=tool_policy, sandbox=sandbox,
+            enable_memory=enable_memory, enable_context=enable_context, enable_skills=enable_skills,
+            enable_heartbeat=enable_heartbeat, bootstrap=bootstrap, pruning=pruning,
+            compaction=compaction, timezone=timezone, max_spawn_depth=max_spawn_depth,
+        )
+        if config is not None:
+            merged = config.model_dump()
+            merged["api_key"] = config.api_key
+            merged.update({k: v for k, v in values.items() if v is not None and k != "workspace_dir"})
+            if workspace_dir != ".":
+                merged["workspace_dir"] = workspace_dir
+            values = merged
+        self.config: AgentConfig = build_config(**values)
+        self._heartbeat_config = heartbeat
+        self._system_prompt_extra = system_prompt
+        self._model: Model | None = None if isinstance(model, str) else model
+        self.workspace: Path = self.config.workspace_dir
+        self.sessions = SessionStore(self.config.state_dir, workspace=self.workspace)
+        self._lanes = SessionLanes()
+        self._states: dict[str, _SessionState] = {}
+        self._running: dict[str, asyncio.Task[RunResult]] = {}
+        self._closed = False
+        self._depth = 0
+        self.extras: dict[str, Any] = {"agent": self}
+        """Subsystem handles passed to tools through `ToolContext.extras`."""
+        self._registry = ToolRegistry(self._builtin_tools())
+        for item in tools:
+            self._registry.add(item)
+        self._sandbox = Sandbox(self.workspace, self.config.sandbox, read_roots=self._read_roots())
+        self._heartbeat: HeartbeatRunner | None = None
+        self._bootstrap_loader: Any = None
+        self._skill_loader: Any = None
+
+    # -- construction helpers ------------------------------------------------------------
+
+    def _builtin_tools(self) -> list[Tool]:
+        from .tools.files import FILE_TOOLS
+        from .tools.shell import SHELL_TOOLS
+
+        found: list[Tool] = [*FILE_TOOLS, *SHELL_TOOLS]
+        if self.config.enable_memory:
+            from .tools.memory import MEMORY_TOOLS
+
+            found.extend(MEMORY_TOOLS)
+        return found
+
+    def _read_roots(self) -> list[Path]:
+        if not self.config.enable_skills:
+            return []
+        from .skills import bundled_skills_dir
+
+        return [bundled_skills_dir()]
+
+    @property
+    def model(self) -> Model:
+        """The model backend (an `AnthropicModel` unless one was passed in)."""
+        if self._model is None:
+            self._model = AnthropicModel(
+                api_key=self.config.resolved_api_key,
+                base_url=self.config.resolved_base_url,
+                max_retries=self.config.max_retries,
+                timeout_seconds=self.config.timeout_seconds,
+            )
+        return self._model
+
+    def _check_credentials(self) -> None:
+        if isinstance(self._model, AnthropicModel) or self._model is None:
+            if not self.config.resolved_api_key:
+                raise MissingAPIKeyError(
+                    "No API key found: set the ANTHROPIC_API_KEY environment variable "
+                    "(or pass api_key=...)."
+                )
+
+    @property
+    def tools(self) -> list[Tool]:
+        """The tools this agent offers the model (after policy and sandbox)."""
+        return self._sandbox.offered(self._registry, self.config.tool_policy)
+
+    def session_key(self, session: str | SessionKey) -> SessionKey:
+        return SessionKey.parse(session, self.config.agent_id)
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self, session: str | SessionKey, text: str) -> RunResult:
+        """Run one user message to completion and return the result.
+
+        Raises `ModelError` when the model cannot be reached after retries (the transcript stays
+        valid: the next run on the session works).
+        """
+        result: RunResult | None = None
+        async for event in self.stream(session, text):
+            if event.type == "done":
+                result = event.result
+        assert result is not None
+        error = result.__dict__.pop("_exception", None)
+        if error is not None:
+            raise error
+        return result
+
+    async def stream(self, session: str | SessionKey, text: str) -> AsyncIterator[RunEvent]:
+        """Run one user message, yielding `RunEvent`s; the last one is `done` with the result.
+
+        Leaving the iteration early cancels the run (the transcript stays valid).
+        """
+        if self._closed:
+            raise RuntimeError("This agent is closed.")
+        key = self.session_key(session)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(self._run_in_lane(key, text, queue.put_nowait))
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                yield item
+            await task
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def abort(self, session: str | SessionKey) -> bool:
+        """Cancel the run in progress on a session; True when there was one."""
+        task = self._running.get(str(self.session_key(session)))
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
+
+    async def _run_in_lane(self, key: SessionKey, text: str, put: Callable[[Any], None]) -> RunResult:
+        name = str(key)
+        result = RunResult(text="", session_key=name, stop_reason="error")
+
+        def emit(event: RunEvent) -> None:
+            put(event)
+
+        try:
+            async with self._lanes.lane(name):
+                current = asyncio.current_task()
+                assert current is not None
+                self._running[name] = current  # type: ignore[assignment]
+                try:
+                    result = await self._execute(key, text, emit)
+                finally:
+                    self._running.pop(name, None)
+        except asyncio.CancelledError:
+            result = RunResult(text="", session_key=name, stop_reason="aborted")
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, (ModelError, ConfigError)) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, (ModelError, ConfigError)):
+                log.exception("run on %s failed", name)
+            emit(RunEvent("error", name, text=message))
+            result = RunResult(text="", session_key=name, stop_reason="error", error=message)
+            result.__dict__["_exception"] = exc
+        emit(RunEvent("done", name, result=result, stop_reason=result.stop_reason))
+        put(_DONE)
+        return result
+
+    async def _execute(self, key: SessionKey, text: str, emit: Callable[[RunEvent], None]) -> RunResult:
+        self._check_credentials()
+        name = str(key)
+        state = await self._load_state(key)
+        for warning in state.warnings:
+            emit(RunEvent("warning", name, text=warning))
+        state.warnings.clear()
+
+        user_content = self._user_content(text, name, emit)
+        user_entry = MessageEntry(role="user", content=user_content)
+        await self._persist(state, user_entry)
+        self._append_user(state, user_content)
+
+        request = self._base_request(key, emit)
+        hooks = LoopHooks(
+            emit=emit,
+            persist=lambda entry: self._persist(state, entry),
+            prepare=lambda conv: self._prepare(state, request, emit),
+            on_overflow=lambda conv: self._compact(state, request, emit, reason="overflow"),
+            tool_context=lambda tool_use_id: ToolContext(
+                workspace=self.workspace, session_key=name, agent_id=self.config.agent_id,
+                sandbox=self._sandbox, tool_use_id=tool_use_id, extras=self.extras,
+            ),
+        )
+        outcome = await run_tool_loop(
+            model=self.model,
+            conversation=state,
+            base_request=request,
+            tools={tool.name: tool for tool in self._registry},  # refusals come from the policy
+            policy=self.config.tool_policy,
+            sandbox=self._sandbox,
+            hooks=hooks,
+            max_turns=self.config.max_turns,
+            session_key=name,
+        )
+        return RunResult(
+            text=outcome.text, session_key=name, tool_calls=outcome.tool_calls, usage=outcome.usage,
+            stop_reason=outcome.stop_reason, turns=outcome.turns,
+        )
+
+    def _user_content(self, text: str, session_key: str, emit: Callable[[RunEvent], None]) -> list[dict[str, Any]]:
+        """The user message, with a matched skill's body injected ahead of the user's input."""
+        if self.config.enable_skills and text.strip():
+            from .skills import match_skill
+
+            snapshot = self._skills_snapshot(session_key, emit)
+            match = match_skill(snapshot, text) if snapshot is not None else None
+            if match is not None:
+                remaining = match.remaining.strip() or "(no further input)"
+                return [
+                    {"type": "text", "text": match.injection()},
+                    {"type": "text", "text": remaining},
+                ]
+        return [{"type": "text", "text": text}]
+
+    def _skills_snapshot(self, session_key: str, emit: Callable[[RunEvent], None]) -> Any:
+        from .skills import SkillLoader
+
+        if self._skill_loader is None:
+            self._skill_loader = SkillLoader(self.workspace)
+        try:
+            snapshot = self._skill_loader.load()
+        except Exception as exc:  # skills must never break a run
+            emit(RunEvent("warning", session_key, text=f"Skills could not be loaded: {exc}"))
+            return None
+        return snapshot
+
+    def _base_request(self, key: SessionKey, emit: Callable[[RunEvent], None]) -> ModelRequest:
+        stable, dynamic = self._system_prompt(key, emit)
+        return ModelRequest(
+            model=self.config.model,
+            messages=[],
+            system_stable=stable,
+            system_dynamic=dynamic,
+            tools=[tool.definition() for tool in self.tools],
+            max_tokens=self.config.max_tokens,
+            thinking_budget_tokens=self.config.thinking_budget_tokens,
+        )
+
+    def _system_prompt(self, key: SessionKey, emit: Callable[[RunEvent], None]) -> tuple[str, str]:
+        from .context.bootstrap import BootstrapLoader
+        from .context.prompt import build_system_prompt
+
+        name = str(key)
+        bootstrap = None
+        if self.config.enable_context:
+            if self._bootstrap_loader is None:
+                self._bootstrap_loader = BootstrapLoader(self.workspace, self.config.bootstrap)
+            bootstrap = self._bootstrap_loader.load(subagent=key.is_subagent)
+            for warning in bootstrap.warnings:
+                emit(RunEvent("warning", name, text=warning))
+        skills_block = ""
+        if self.config.enable_skills:
+            from .skills import render_skills_prompt
+
+            snapshot = self._skills_snapshot(name, emit)
+            if snapshot is not None:
+                skills_block, skill_warnings = render_skills_prompt(snapshot)
+                for warning in skill_warnings:
+                    emit(RunEvent("warning", name, text=warning))
+        memory_guidance = None
+        if self.config.enable_memory:
+            from .memory import MEMORY_PROMPT_GUIDANCE
+
+            memory_guidance = MEMORY_PROMPT_GUIDANCE
+        prompt = build_system_prompt(
+            agent_id=self.config.agent_id,
+            tools=self.tools,
+            bootstrap=bootstrap,
+            skills_block=skills_block,
+            memory_guidance=memory_guidance,
+            workspace=self.workspace,
+            now=self._now(),
+            extra_instructions=self._system_prompt_extra,
+        )
+        return prompt.stable, prompt.dynamic
+
+    def _now(self) -> datetime:
+        from zoneinfo import ZoneInfo
+
+        if self.config.timezone:
+            return datetime.now(ZoneInfo(self.config.timezone))
+        return datetime.now().astimezone()
+
+    # -- session state -------------------------------------------------------------------
+
+    async def _load_state(self, key: SessionKey) -> _SessionState:
+        """The session's state, reused between runs unless another process appended to the file."""
+        name = str(key)
+        path = self.sessions.path_for(key)
+        size = await asyncio.to_thread(_file_size, path)
+        cached = self._states.get(name)
+        if cached is not None and cached.file_size == size:
+            return cached
+        loaded: LoadedSession = await self.sessions.load(key)
+        state = _SessionState(key=key, entries=loaded.entries, messages=build_messages(loaded.entries),
+                              file_size=size, warnings=list(loaded.warnings))
+        state.flushed_this_cycle = _flushed_since_compaction(loaded.entries)
+        self._states[name] = state
+        return state
+
+    async def _persist(self, state: _SessionState, entry: AnyEntry) -> None:
+        entry.parent_id = state.last_id
+        before, after = await self.sessions.append(state.key, [entry])
+        # Another process wrote in between: keep going, but reload on the next run.
+        state.file_size = after if before == state.file_size else -1
+        state.entries.append(entry)
+        if isinstance(entry, MessageEntry) and entry.role == "assistant" and entry.usage:
+            usage = entry.usage
+            state.last_context_tokens = (
+                usage.get("input_tokens", 0) + usage.get("cache_creation_input_tokens", 0)
+                + usage.get("cache_read_input_tokens", 0) + usage.get("output_tokens", 0)
+            )
+            state.messages_at_usage = len(state.messages) + 1
+
+    def _append_user(self, state: _SessionState, content: list[dict[str, Any]]) -> None:
+        """Add a user message to the API history, merging into a trailing user message."""
+        if state.messages and state.messages[-1]["role"] == "user":
+            last = state.messages[-1]
+            state.messages[-1] = {"role": "user", "content": [*last["content"], *content]}
+        else:
+            state.messages.append({"role": "user", "content": content})
+
+    # -- context: pruning, compaction, memory flush --------------------------------------
+
+    def _estimate_tokens(self, state: _SessionState, request: ModelRequest) -> int:
+        from .context.compaction import estimate_messages_tokens, estimate_tokens
+
+        if state.last_context_tokens is not None and state.messages_at_usage <= len(state.messages):
+            return state.last_context_tokens + estimate_messages_tokens(state.messages[state.messages_at_usage:])
+        system = estimate_tokens(request.system_stable + request.system_dynamic)
+        tools = sum(len(str(t)) for t in request.tools) // 4
+        return system + tools + estimate_messages_tokens(state.messages)
+
+    async def _prepare(self, state: _SessionState, request: ModelRequest,
+                       emit: Callable[[RunEvent], None]) -> list[dict[str, Any]]:
+        if self.config.enable_context and self.config.compaction.enabled:
+            from .context.compaction import should_compact, should_flush_memory
+
+            window = self.config.context_window_tokens
+            estimate = self._estimate_tokens(state, request)
+            if (self.config.enable_memory and self.config.compaction.memory_flush
+                    and not state.flushed_this_cycle
+                    and should_flush_memory(estimate, window, self.config.compaction)):
+                await self._memory_flush(state, request, emit)
+                estimate = self._estimate_tokens(state, request)
+            if should_compact(estimate, window, self.config.compaction):
+                await self._compact(state, request, emit, reason="threshold")
+        if self.config.enable_context and self.config.pruning.enabled:
+            from .context.pruning import prune_messages
+
+            return prune_messages(state.messages, context_window_tokens=self.config.context_window_tokens,
+                                  config=self.config.pruning).messages
+        return state.messages
+
+    async def _memory_flush(self, state: _SessionState, request: ModelRequest,
+                            emit: Callable[[RunEvent], None]) -> None:
+        """One silent turn, before any summary, that lets the model save durable facts."""
+        from .context.compaction import MEMORY_FLUSH_PROMPT, is_silent_reply
+
+        state.flushed_this_cycle = True
+        name = str(state.key)
+        content = [{"type": "text", "text": MEMORY_FLUSH_PROMPT}]
+        await self._persist(state, MessageEntry(role="user", content=content, hidden=True))
+        self._append_user(state, content)
+        allowed = {"memory_write", "memory_search", "memory_get", "read", "write", "edit"}
+        tools = {tool.name: tool for tool in self.tools if tool.name in allowed}
+        flush_request = ModelRequest(
+            model=request.model, messages=[], system_stable=request.system_stable,
+            system_dynamic=request.system_dynamic, tools=[t.definition() for t in tools.values()],
+            max_tokens=request.max_tokens, metadata={"purpose": "memory_flush"},
+        )
+
+        async def persist_hidden(entry: MessageEntry) -> None:
+            entry.hidden = True
+            await self._persist(state, entry)
+
+        async def same(conv: Any) -> list[dict[str, Any]]:
+            return state.messages
+
+        async def no_overflow(conv: Any) -> bool:
+            return False
+
+        outcome = await run_tool_loop(
+            model=self.model, conversation=state, base_request=flush_request, tools=tools,
+            policy=self.config.tool_policy, sandbox=self._sandbox,
+            hooks=LoopHooks(
+                emit=lambda event: None, persist=persist_hidden, prepare=same, on_overflow=no_overflow,
+                tool_context=lambda tool_use_id: ToolContext(
+                    workspace=self.workspace, session_key=name, agent_id=self.config.agent_id,
+                    sandbox=self._sandbox, tool_use_id=tool_use_id, extras=self.extras),
+            ),
+            max_turns=4, session_key=name,
+        )
+        await self._persist(state, CustomEntry(custom_type="memory_flush", data={
+            "silent": is_silent_reply(outcome.text), "tool_calls": len(outcome.tool_calls)}))
+        if not is_silent_reply(outcome.text) and outcome.text.strip():
+            emit(RunEvent("warning", name, text=f"Memory flush: {outcome.text.strip()[:200]}"))
+
+    async def _compact(self, state: _SessionState, request: ModelRequest,
+                       emit: Callable[[RunEvent], None], *, reason: str) -> bool:
+        from .context.compaction import (
+            build_summary_request,
+            effective_limits,
+            estimate_messages_tokens,
+            make_compaction_entry,
+            plan_compaction,
+            summarize,
+        )
+
+        _, keep_recent = effective_limits(self.config.context_window_tokens, self.config.compaction)
+        plan = plan_compaction(state.entries, keep_recent_tokens=keep_recent)
+        if plan is None:
+            return False
+        summary_request = build_summary_request(
+            plan, model=self.config.model, max_tokens=min(self.config.compaction.summary_max_tokens,
+                                                          self.config.max_tokens))
+        summary, _usage = await summarize(self.model, summary_request)
+        provisional = make_compaction_entry(plan, summary, 0)
+        trial = [*state.entries, provisional]
+        new_messages = build_messages(trial)
+        provisional.tokens_after = estimate_messages_tokens(new_messages)
+        await self._persist(state, provisional)
+        state.messages = new_messages
+        state.last_context_tokens = None
+        state.messages_at_usage = 0
+        state.flushed_this_cycle = False
+        emit(RunEvent("compaction", str(state.key), data={
+            "reason": reason, "tokens_before": provisional.tokens_before,
+            "tokens_after": provisional.tokens_after, "summary": summary,
+        }))
+        return True
+
+    async def compact(self, session: str | SessionKey) -> dict[str, Any] | None:
+        """Force a compaction of a session now (the CLI's `/compact`); None when nothing to cut."""
+        self._check_credentials()
+        key = self.session_key(session)
+        events: list[RunEvent] = []
+        async with self._lanes.lane(str(key)):
+            state = await self._load_state(key)
+            request = self._base_request(key, events.append)
+            done = await self._compact(state, request, events.append, reason="manual")
+        if not done:
+            return None
+        return next(e.data for e in events if e.type == "compaction")
+
+    # -- heartbeat -----------------------------------------------------------------------
+
+    def _heartbeat_runner(self, callback: Any = None, deliver: Any = None) -> HeartbeatRunner:
+        from .heartbeat import HeartbeatConfig, HeartbeatRunner
+
+        config = self._heartbeat_config or HeartbeatConfig()
+        return HeartbeatRunner(
+            self.workspace, config, run_turn=self._heartbeat_turn, callback=callback, deliver=deliver,
+        )
+
+    async def _heartbeat_turn(self, prompt: str, tasks: Any, request: Any) -> Any:
+        from .heartbeat.runner import HeartbeatTurn
+
+        config = self._heartbeat_config
+        session = config.session if config is not None else "heartbeat"
+        result = await self.run(session, prompt)
+        return HeartbeatTurn(text=result.text, tokens=result.usage.input_tokens + result.usage.output_tokens)
+
+    def start_heartbeat(
+        self,
+        callback: Callable[..., Awaitable[None] | None] | None = None,
+        *,
+        deliver: Callable[[str, Any], Awaitable[None] | None] | None = None,
+    ) -> None:
+        """Start the proactive heartbeat on this event loop.
+
+        With `callback`, it is called with `(tasks, request)` when tasks are due and your code acts;
+        without one, the agent runs a heartbeat turn and hands surviving replies to `deliver`.
+        """
+        if self._heartbeat is not None:
+            return
+        self._heartbeat = self._heartbeat_runner(callback, deliver)
+        self._heartbeat.start()
+        self.extras["heartbeat"] = self._heartbeat
+
+    def request_heartbeat(self, reason: str = "requested") -> None:
+        """Wake the heartbeat soon (requests within 250 ms coalesce)."""
+        if self._heartbeat is None:
+            raise RuntimeError("The heartbeat is not running: call start_heartbeat() first.")
+        self._heartbeat.request(reason)
+
+    async def run_heartbeat_once(self, reason: str = "manual") -> HeartbeatOutcome:
+        """Run one heartbeat tick now, whether or not the heartbeat is started."""
+        runner = self._heartbeat or self._heartbeat_runner()
+        return await runner.run_once(reason)
+
+    def heartbeat_status(self) -> HeartbeatStatus:
+        runner = self._heartbeat or self._heartbeat_runner()
+        return runner.status()
+
+    async def stop_heartbeat(self) -> None:
+        runner, self._heartbeat = self._heartbeat, None
+        self.extras.pop("heartbeat", None)
+        if runner is not None:
+            await runner.aclose()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Cancel running runs, stop the heartbeat and background processes, close the client."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop_heartbeat()
+        for task in list(self._running.values()):
+            task.cancel()
+        for task in list(self._running.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        manager = self.extras.get("exec_manager")
+        if manager is not None:
+            await manager.aclose()
+        for name in ("memory", "state"):
+            handle = self.extras.pop(name, None)
+            closer = getattr(handle, "aclose", None) or getattr(handle, "close", None)
+            if closer is not None:
+                outcome = closer()
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+        if self._model is not None:
+            await self._model.aclose()
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def new_session_id(self) -> str:
+        return uuid.uuid4().hex[:12]
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _flushed_since_compaction(entries: Sequence[AnyEntry]) -> bool:
+    for entry in reversed(entries):
+        if isinstance(entry, CompactionEntry):
+            return False
+        if isinstance(entry, CustomEntry) and entry.custom_type == "memory_flush":
+            return True
+    return False
+

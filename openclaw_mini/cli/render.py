@@ -1,0 +1,158 @@
+"""Rendering of run events for the terminal (rich) and for pipes (plain text)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+
+    from ..events import RunEvent, RunResult, ToolCallRecord
+
+__all__ = ["PlainRenderer", "RichRenderer", "short_args"]
+
+
+def short_args(arguments: dict[str, Any], limit: int = 80) -> str:
+    """A one-line view of tool arguments."""
+    parts = []
+    for key, value in arguments.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = text.replace("\n", "⏎")
+        if len(text) > 40:
+            text = text[:37] + "..."
+        parts.append(f"{key}={text}")
+    line = ", ".join(parts)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class PlainRenderer:
+    """For pipes and scripts: the reply's text on stdout, tool activity on stderr."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self._wrote_text = False
+
+    def start(self) -> None:
+        self._wrote_text = False
+
+    def handle(self, event: RunEvent) -> None:
+        if event.type == "text_delta":
+            self.out.write(event.text)
+            self.out.flush()
+            self._wrote_text = True
+        elif event.type == "tool_end" and event.tool is not None:
+            status = "error" if event.tool.is_error else "ok"
+            self.err.write(f"[tool {event.tool.name}({short_args(event.tool.input)}) {status} "
+                           f"{event.tool.duration_ms:.0f} ms]\n")
+        elif event.type in ("warning", "error"):
+            self.err.write(f"{event.type}: {event.text}\n")
+        elif event.type == "compaction":
+            self.err.write(f"[compacted: {event.data.get('tokens_before')} -> {event.data.get('tokens_after')} tokens]\n")
+
+    def finish(self, result: RunResult | None) -> None:
+        if self._wrote_text:
+            self.out.write("\n")
+            self.out.flush()
+
+
+class RichRenderer:
+    """Streams the reply as markdown, shows each tool call as a compact panel, and a footer."""
+
+    def __init__(self, console: Console, *, context_window: int) -> None:
+        self.console = console
+        self.context_window = context_window
+        self._live: Live | None = None
+        self._text = ""
+        self._tools: dict[str, float] = {}
+
+    def start(self) -> None:
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        self._text = ""
+        self._live = Live(Spinner("dots", text="thinking…", style="cyan"), console=self.console,
+                          refresh_per_second=12, transient=True)
+        self._live.start()
+
+    def _flush_text(self) -> None:
+        """Print the streamed text for good (leaving the live area) before a panel or the end."""
+        from rich.markdown import Markdown
+
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self._text.strip():
+            self.console.print(Markdown(self._text))
+        self._text = ""
+
+    def _ensure_live(self) -> None:
+        from rich.live import Live
+
+        if self._live is None:
+            self._live = Live(console=self.console, refresh_per_second=12, transient=True)
+            self._live.start()
+
+    def handle(self, event: RunEvent) -> None:
+        from rich.markdown import Markdown
+        from rich.spinner import Spinner
+
+        if event.type == "text_delta":
+            self._ensure_live()
+            self._text += event.text
+            assert self._live is not None
+            self._live.update(Markdown(self._text))
+        elif event.type == "tool_start" and event.tool is not None:
+            self._flush_text()
+            self._ensure_live()
+            assert self._live is not None
+            self._live.update(Spinner("dots", text=f"{event.tool.name}({short_args(event.tool.input)})",
+                                      style="yellow"))
+        elif event.type == "tool_end" and event.tool is not None:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
+            self.console.print(tool_panel(event.tool))
+        elif event.type == "warning":
+            self._flush_text()
+            self.console.print(f"[yellow]warning:[/] {event.text}", highlight=False)
+        elif event.type == "error":
+            self._flush_text()
+            self.console.print(f"[bold red]error:[/] {event.text}", highlight=False)
+        elif event.type == "compaction":
+            self._flush_text()
+            self.console.print(f"[dim]history compacted: {event.data.get('tokens_before')} → "
+                               f"{event.data.get('tokens_after')} tokens[/]")
+
+    def finish(self, result: RunResult | None) -> None:
+        self._flush_text()
+        if result is None:
+            return
+        usage = result.usage
+        fill = ""
+        if usage.context_tokens:
+            fill = f" · context {100 * usage.context_tokens / self.context_window:.0f}%"
+        stop = "" if result.stop_reason in ("end_turn", "aborted") else f" · stopped: {result.stop_reason}"
+        if result.stop_reason == "aborted":
+            stop = " · cancelled"
+        self.console.print(
+            f"[dim]{usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens:,} in · "
+            f"{usage.output_tokens:,} out{fill}{stop}[/]", highlight=False)
+
+
+def tool_panel(call: ToolCallRecord, max_lines: int = 4) -> Any:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    lines = call.output.strip().splitlines()
+    shown = lines[:max_lines]
+    body = Text("\n".join(line[:160] for line in shown), style="red" if call.is_error else "dim")
+    if len(lines) > max_lines:
+        body.append(f"\n… {len(lines) - max_lines} more lines", style="dim italic")
+    title = Text.assemble((call.name, "bold red" if call.is_error else "bold yellow"),
+                          (f" {short_args(call.input)}", "default"))
+    return Panel(body, title=title, title_align="left", subtitle=f"{call.duration_ms:.0f} ms",
+                 subtitle_align="right", border_style="red" if call.is_error else "grey50", expand=False)

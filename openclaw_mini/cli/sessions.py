@@ -1,0 +1,86 @@
+"""`openclaw-mini sessions list|show|rm`: look at and remove transcripts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import WorkspaceOption, fail, handle_errors
+
+__all__ = ["app"]
+
+app = typer.Typer(help="List, show and remove sessions.", no_args_is_help=True)
+
+AgentOption = Annotated[str | None, typer.Option("--agent-id", help="Agent id (default: main).")]
+
+
+def _store(workspace: Path):  # type: ignore[no-untyped-def]
+    from ..session import SessionStore
+
+    return SessionStore(workspace.expanduser() / ".openclaw-mini", workspace=workspace)
+
+
+@app.command("list")
+@handle_errors
+def list_sessions(workspace: WorkspaceOption = Path("."), agent_id: AgentOption = None) -> None:
+    """Sessions, newest first."""
+    infos = _store(workspace).list_sync(agent_id)
+    if not infos:
+        typer.echo("No sessions yet.")
+        return
+    for info in infos:
+        typer.echo(f"{info.key}\t{info.last_activity:%Y-%m-%d %H:%M}\t{info.size_bytes:,} bytes")
+
+
+@app.command()
+@handle_errors
+def show(
+    session: Annotated[str, typer.Argument(help="Session id or full key.")],
+    workspace: WorkspaceOption = Path("."),
+    agent_id: AgentOption = None,
+    limit: Annotated[int, typer.Option(help="Show the last N messages.")] = 50,
+) -> None:
+    """Print a session's messages."""
+    from ..config import default_agent_id
+    from ..session import SessionKey
+    from ..transcript import CompactionEntry, CustomEntry, MessageEntry, text_of
+
+    key = SessionKey.parse(session, agent_id or default_agent_id())
+    loaded = _store(workspace).load_sync(key)
+    if not loaded.entries and loaded.header is None:
+        fail(f"No session {key} in {workspace}.")
+    for warning in loaded.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for entry in loaded.entries[-limit:]:
+        if isinstance(entry, MessageEntry):
+            text = text_of(entry.content)
+            tools = [b for b in entry.content if b.get("type") in ("tool_use", "tool_result")]
+            if not text and tools:
+                text = ", ".join(
+                    f"[{b['type']} {b.get('name', '')}]".replace(" ]", "]") for b in tools
+                )
+            tag = " (silent)" if entry.hidden else ""
+            typer.echo(f"{entry.timestamp} {entry.role}{tag}: {text}")
+        elif isinstance(entry, CompactionEntry):
+            typer.echo(f"{entry.timestamp} [compaction {entry.tokens_before} -> {entry.tokens_after} tokens]")
+        elif isinstance(entry, CustomEntry):
+            typer.echo(f"{entry.timestamp} [{entry.custom_type}] {entry.message or ''}".rstrip())
+
+
+@app.command()
+@handle_errors
+def rm(
+    session: Annotated[str, typer.Argument(help="Session id or full key.")],
+    workspace: WorkspaceOption = Path("."),
+    agent_id: AgentOption = None,
+) -> None:
+    """Delete a session's transcript."""
+    from ..config import default_agent_id
+    from ..session import SessionKey
+
+    key = SessionKey.parse(session, agent_id or default_agent_id())
+    if not _store(workspace).delete_sync(key):
+        fail(f"No session {key} in {workspace}.")
+    typer.echo(f"Removed {key}.")

@@ -1,0 +1,290 @@
+"""Workspace bootstrap files (AGENTS.md, SOUL.md, ...) read for the system prompt.
+
+Users shape their agent by editing these files, so they are re-checked on every run: one `lstat`
+per candidate file, and a file is only read again when its (mtime_ns, size) changed. A problem with
+one file (binary, not UTF-8, unreadable, a symlink leaving the workspace) skips that file with a
+warning; it never fails the run. Long files keep their head and tail with a marker saying what
+was cut, and every cut is reported as a warning: silent truncation confused users upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import BootstrapConfig
+
+__all__ = [
+    "BOOTSTRAP_FILES",
+    "MEMORY_FILE_NAMES",
+    "SUBAGENT_BOOTSTRAP_FILES",
+    "BootstrapContext",
+    "BootstrapFile",
+    "BootstrapLoader",
+    "truncation_marker",
+]
+
+log = logging.getLogger(__name__)
+
+MEMORY_FILE_NAMES = ("MEMORY.md", "memory.md")
+"""The curated memory file: `MEMORY.md`, else `memory.md` (one of them, never both)."""
+BOOTSTRAP_FILES: tuple[str, ...] = (
+    "AGENTS.md",
+    "SOUL.md",
+    "TOOLS.md",
+    "IDENTITY.md",
+    "USER.md",
+    "HEARTBEAT.md",
+    "BOOTSTRAP.md",
+    *MEMORY_FILE_NAMES,
+)
+"""Load order. Only one of the two memory names is used."""
+SUBAGENT_BOOTSTRAP_FILES: tuple[str, ...] = ("AGENTS.md", "TOOLS.md")
+"""Sub-agents get the working rules and tool notes, not the persona or the user's profile."""
+
+_MIN_KEPT_CHARS = 64
+"""Below this many kept characters a truncated file says nothing useful: drop it instead."""
+
+
+@dataclass(frozen=True)
+class BootstrapFile:
+    """One file as it goes into the prompt."""
+
+    name: str
+    content: str
+    original_chars: int
+    """Characters in the file (for a file too large to read whole: its size in bytes, an upper bound)."""
+    truncated: bool = False
+    path: Path | None = None
+
+
+@dataclass
+class BootstrapContext:
+    """The files for one run, in load order, plus warnings for the caller to surface."""
+
+    files: list[BootstrapFile] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def get(self, name: str) -> BootstrapFile | None:
+        for item in self.files:
+            if item.name == name:
+                return item
+        return None
+
+    @property
+    def total_chars(self) -> int:
+        return sum(len(item.content) for item in self.files)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A file's decoded text: whole, or only its head and tail when it is too large to read."""
+
+    head: str
+    tail: str
+    original_chars: int
+    whole: bool
+
+
+@dataclass(frozen=True)
+class _CacheEntry:
+    key: tuple[str, int, int]
+    source: _Source | None
+    error: str | None
+
+
+def truncation_marker(name: str, kept: int, original: int, *, approximate: bool = False) -> str:
+    """The note placed where the middle of a long file was cut."""
+    about = "about " if approximate else ""
+    return (
+        f"\n\n[... {name} was shortened here: {kept:,} of {about}{original:,} characters are shown "
+        f"(the beginning and the end). Use the read tool on {name} to see the full file. ...]\n\n"
+    )
+
+
+class BootstrapLoader:
+    """Loads the bootstrap files of one workspace, with a per-file (mtime_ns, size) cache.
+
+    `load()` is synchronous and, when nothing changed, costs one `lstat` per candidate name;
+    a cold load reads files, so from async code prefer `aload()` (runs in a thread).
+    """
+
+    def __init__(self, workspace: Path, config: BootstrapConfig | None = None) -> None:
+        self.workspace = Path(workspace)
+        self.config = config or BootstrapConfig.model_validate({})
+        self._root = os.path.realpath(self.workspace)
+        self._cache: dict[str, _CacheEntry] = {}
+
+    async def aload(self, *, subagent: bool = False) -> BootstrapContext:
+        return await asyncio.to_thread(self.load, subagent=subagent)
+
+    def load(self, *, subagent: bool = False) -> BootstrapContext:
+        """The files for a run (sub-agents: AGENTS.md and TOOLS.md only), capped per file and in total."""
+        result = BootstrapContext()
+        names = SUBAGENT_BOOTSTRAP_FILES if subagent else BOOTSTRAP_FILES
+        config = self.config
+        budget = config.max_total_chars
+        memory_seen = False
+        for name in names:
+            if name in MEMORY_FILE_NAMES:
+                if memory_seen:
+                    continue
+            entry = self._read(name)
+            if entry is None:
+                continue
+            if name in MEMORY_FILE_NAMES:
+                memory_seen = True
+            if entry.error is not None:
+                result.warnings.append(entry.error)
+                continue
+            source = entry.source
+            assert source is not None
+            cap = min(config.max_chars_per_file, budget)
+            content, truncated = self._fit(name, source, cap)
+            if content is None:
+                result.warnings.append(
+                    f"Bootstrap file {name} ({source.original_chars:,} characters) was left out of the "
+                    f"prompt: the total limit of {config.max_total_chars:,} characters was used up by "
+                    "earlier files."
+                )
+                continue
+            if truncated:
+                why = (
+                    f"the per-file limit of {config.max_chars_per_file:,}"
+                    if cap == config.max_chars_per_file
+                    else f"what was left of the total limit of {config.max_total_chars:,}"
+                )
+                size = f"{source.original_chars:,}" if source.whole else f"about {source.original_chars:,}"
+                result.warnings.append(
+                    f"Bootstrap file {name} has {size} characters; it was shortened to {len(content):,} "
+                    f"to fit {why} characters (head and tail kept, middle cut). The model can read the "
+                    "whole file with the read tool."
+                )
+            budget -= len(content)
+            result.files.append(
+                BootstrapFile(
+                    name=name,
+                    content=content,
+                    original_chars=source.original_chars,
+                    truncated=truncated,
+                    path=self.workspace / name,
+                )
+            )
+        return result
+
+    # -- one file ---------------------------------------------------------------------------
+
+    def _read(self, name: str) -> _CacheEntry | None:
+        """The cached or freshly read file; None when it does not exist."""
+        path = os.path.join(self._root, name)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            self._cache.pop(name, None)
+            return None
+        except OSError as exc:
+            return _skipped(f"{name} was skipped: {exc.strerror or exc}.")
+        target = path
+        if stat.S_ISLNK(info.st_mode):
+            target = os.path.realpath(path)
+            if not _inside(target, self._root):
+                return _skipped(
+                    f"{name} was skipped: it is a symlink to {target}, outside the workspace.",
+                )
+            try:
+                info = os.stat(target)
+            except FileNotFoundError:
+                return _skipped(f"{name} was skipped: a broken symlink.")
+            except OSError as exc:
+                return _skipped(f"{name} was skipped: {exc.strerror or exc}.")
+        if not stat.S_ISREG(info.st_mode):
+            return _skipped(f"{name} was skipped: it is not a regular file.")
+        key = (target, info.st_mtime_ns, info.st_size)
+        cached = self._cache.get(name)
+        if cached is not None and cached.key == key:
+            return cached
+        source, error = self._decode(name, target, info.st_size)
+        entry = _CacheEntry(key, source, error)
+        self._cache[name] = entry
+        if error:
+            log.warning(error)
+        return entry
+
+    def _decode(self, name: str, path: str, size: int) -> tuple[_Source | None, str | None]:
+        config = self.config
+        try:
+            with open(path, "rb") as handle:
+                if size <= config.max_file_bytes:
+                    data = handle.read()
+                    head_bytes, tail_bytes = data, b""
+                else:
+                    # Never read a huge file whole: enough bytes for the head and tail we can show.
+                    want_head = 4 * int(config.max_chars_per_file * config.head_ratio) + 4
+                    want_tail = 4 * int(config.max_chars_per_file * config.tail_ratio) + 4
+                    half = config.max_file_bytes // 2
+                    head_bytes = handle.read(min(want_head, half))
+                    handle.seek(max(size - min(want_tail, half), 0))
+                    tail_bytes = handle.read()
+        except OSError as exc:
+            return None, f"Bootstrap file {name} was skipped: it could not be read ({exc.strerror or exc})."
+        if b"\x00" in head_bytes or b"\x00" in tail_bytes:
+            return None, f"Bootstrap file {name} was skipped: it looks binary (contains NUL bytes)."
+        try:
+            if not tail_bytes:
+                text = head_bytes.decode("utf-8-sig")
+                return _Source(text, "", len(text), True), None
+            head = codecs.getincrementaldecoder("utf-8-sig")().decode(head_bytes, final=False)
+            start = 0
+            while start < min(3, len(tail_bytes)) and 0x80 <= tail_bytes[start] <= 0xBF:
+                start += 1  # skip a character split by the seek
+            tail = tail_bytes[start:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, (
+                f"Bootstrap file {name} was skipped: it is not valid UTF-8 "
+                f"(byte {exc.start} of the part read)."
+            )
+        return _Source(head, tail, size, False), None
+
+    def _fit(self, name: str, source: _Source, cap: int) -> tuple[str | None, bool]:
+        """The content within `cap` characters: whole, or head + marker + tail; None when nothing fits."""
+        if source.whole and source.original_chars <= cap:
+            return source.head, False
+        config = self.config
+        approximate = not source.whole
+        if source.whole:
+            head_n = min(int(cap * config.head_ratio), len(source.head))
+            tail_n = min(int(cap * config.tail_ratio), len(source.head) - head_n)
+        else:
+            head_n = min(int(cap * config.head_ratio), len(source.head))
+            tail_n = min(int(cap * config.tail_ratio), len(source.tail))
+        # The marker's longest form (kept == original) bounds its length, so the result fits `cap`.
+        room = cap - len(
+            truncation_marker(name, source.original_chars, source.original_chars, approximate=approximate)
+        )
+        if room < _MIN_KEPT_CHARS:
+            return None, True
+        if head_n + tail_n > room:  # a small cap: shrink head and tail to leave room for the marker
+            kept = room
+            total = head_n + tail_n
+            head_n = kept * head_n // total
+            tail_n = kept - head_n
+        if head_n + tail_n < _MIN_KEPT_CHARS:
+            return None, True
+        text_tail = source.head if source.whole else source.tail
+        head = source.head[:head_n]
+        tail = text_tail[len(text_tail) - tail_n :] if tail_n else ""
+        marker = truncation_marker(name, head_n + tail_n, source.original_chars, approximate=approximate)
+        return head + marker + tail, True
+
+
+def _skipped(message: str) -> _CacheEntry:
+    return _CacheEntry(("", 0, 0), None, "Bootstrap file " + message)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

@@ -1,0 +1,1309 @@
+"""Workspace memory: markdown files a person can read and edit, and a fast index to search them.
+
+Layout: `MEMORY.md` (or `memory.md`) holds curated long-term facts; `memory/YYYY-MM-DD.md` holds
+daily notes; any other `memory/**/*.md` is indexed too. The files are the truth: the index under
+`<workspace>/.openclaw-mini/memory.sqlite` is a cache that is brought in step with them before
+every search (stat first, then a hash for files whose mtime or size moved) and rebuilt
+transparently when it is missing, unreadable or from another format version.
+
+`MemoryStore` is synchronous on purpose: sqlite3 and file appends are blocking calls, and one
+sync API serves the CLI, scripts and tests without an event loop. Async callers (the memory tools)
+run its methods through `asyncio.to_thread`; a lock makes one store safe to share between threads,
+and SQLite's WAL mode makes several processes on one workspace safe.
+
+Tokenisation (why CJK bigrams and not the FTS5 `trigram` tokenizer): text is pre-tokenised in
+Python, CJK runs become overlapping bigrams plus the run's last character (so a one-character
+query can still be answered by a prefix query), and other words pass through; the result goes into
+one FTS5 table with `porter unicode61` (case folding, diacritics, English stems). Measured on the
+benchmark corpus (50,000 lines, 200 files, a quarter of the lines Chinese) against a `unicode61`
+table plus a `trigram` table: the bigram index built in 2.0 s vs 3.9 s, was 12 MB vs 31 MB, and
+answered in 0.6 ms vs 1.4 ms p50. Above all, trigrams cannot match a query shorter than three
+characters, and most Chinese words are two characters long ("数据", "决定"); bigrams can.
+
+Score, in 0..1 (see `MemoryConfig` for the weights):
+  relevance = keyword, or 0.7 * cosine + 0.3 * keyword when an `Embedder` is configured
+  keyword   = coverage * (0.6 + 0.4 * bm25 / best_bm25_of_the_query)
+  score     = 0.75 * relevance + 0.15 * recency + 0.10 * tag_match
+FTS5's BM25 has no fixed scale (its IDF is floored at ~0 when a term occurs in half of a small
+corpus), so it is normalised against the best hit of the same query, and `coverage` (the share of
+query terms a chunk contains: 1 for the AND query, less in the per-term fallback) keeps a partial
+match below a full one. Recency halves every 30 days from the date in the file name; MEMORY.md and
+undated files never decay; on equal scores the newer file comes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import logging
+import math
+import operator
+import os
+import re
+import sqlite3
+import stat
+import threading
+import time
+import unicodedata
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, tzinfo
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+try:  # POSIX; on other systems appends are serialised per process only.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "MEMORY_PROMPT_GUIDANCE",
+    "Embedder",
+    "IndexMeta",
+    "MemoryConfig",
+    "MemoryEntry",
+    "MemoryHit",
+    "MemoryPathError",
+    "MemorySlice",
+    "MemoryStore",
+    "MemoryWriteResult",
+    "ReindexStats",
+    "SyncStats",
+    "is_memory_path",
+]
+
+logger = logging.getLogger(__name__)
+
+MEMORY_PROMPT_GUIDANCE = """\
+## Memory
+You do not remember earlier conversations by yourself. What you know from them lives in plain \
+markdown files in the workspace: MEMORY.md for lasting facts and memory/YYYY-MM-DD.md for daily notes.
+- Before you answer anything that depends on earlier work, decisions, dates, people, preferences or \
+open todos, call memory_search first. Then call memory_get with the path and line range of the \
+useful results to read just those lines, not whole files.
+- If the search finds nothing relevant, say that you checked and found nothing; do not guess.
+- When you learn something worth keeping (a decision and its reason, a preference, a date, who \
+someone is, a todo), save it with memory_write: one short sentence that makes sense on its own, \
+with concrete names and dates, plus a tag or two. Use long_term=true only for facts that should \
+stay true for months; everything else goes to today's note.
+- Never store secrets such as passwords, API keys or tokens.
+"""
+"""Recall guidance for the system prompt when memory is on."""
+
+INDEX_FORMAT_VERSION = 1
+TOKENIZER = "cjk-bigram+porter-unicode61"
+_FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
+_RACY_NS = 2_000_000_000
+"""A file modified this close to when we hashed it may change again within one mtime tick."""
+_MAX_QUERY_TERMS = 32
+_EMBED_BATCH = 64
+_LONG_TERM_HEADER = "# Long-term memory\n\n"
+
+# Scripts written without spaces between words: indexed as overlapping character bigrams.
+_CJK = (
+    "\u1100-\u11ff\u2e80-\u2fdf\u3005-\u3007\u3040-\u309f\u30a0-\u30ff\u3100-\u312f\u3130-\u318f"
+    "\u31a0-\u31bf\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff"
+    "\U00020000-\U0003134f"
+)
+_TOKEN_RE = re.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>[^\W_{_CJK}]+)")
+_TAG_RE = re.compile(r"(?<![\w&/#])#([^\W_][\w-]*)")
+_TAG_VALID_RE = re.compile(r"^[^\W_][\w-]*$")
+_DATE_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_T = TypeVar("_T")
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE files (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, mtime_ns INTEGER NOT NULL, "
+    "size INTEGER NOT NULL, hash TEXT NOT NULL, day TEXT, status TEXT NOT NULL, "
+    "racy INTEGER NOT NULL DEFAULT 0, note TEXT NOT NULL DEFAULT '')",
+    "CREATE TABLE chunks (id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, start_line INTEGER NOT NULL, "
+    "end_line INTEGER NOT NULL, text TEXT NOT NULL, tags TEXT NOT NULL, hash TEXT NOT NULL)",
+    "CREATE INDEX chunks_by_file ON chunks(file_id)",
+    f"CREATE VIRTUAL TABLE chunks_fts USING fts5(body, tokenize = '{_FTS_TOKENIZE}')",
+    "CREATE TABLE vectors (chunk_id INTEGER NOT NULL, model TEXT NOT NULL, vec BLOB NOT NULL, "
+    "PRIMARY KEY (chunk_id, model))",
+    "CREATE TABLE embed_cache (key TEXT PRIMARY KEY, vec BLOB NOT NULL)",
+)
+
+
+class MemoryPathError(ValueError):
+    """A path that is not a memory file of this workspace (outside it, or not MEMORY.md / memory/*.md)."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors for the optional semantic half of search.
+
+    An optional `name` attribute identifies the model, so cached vectors of another model are
+    never mixed in; without it the class name is used.
+    """
+
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+class MemoryConfig(BaseModel):
+    """Tunable numbers of the memory index and score (defaults follow upstream OpenClaw)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chunk_chars: int = Field(default=1_600, ge=200)
+    chunk_overlap: int = Field(default=320, ge=0)
+    snippet_chars: int = Field(default=700, ge=80)
+    default_limit: int = Field(default=6, ge=1, le=100)
+    half_life_days: float = Field(default=30.0, gt=0)
+    recency_weight: float = Field(default=0.15, ge=0, le=1)
+    tag_weight: float = Field(default=0.10, ge=0, le=1)
+    vector_weight: float = Field(default=0.7, ge=0, le=1)
+    """Share of cosine similarity in relevance when an embedder is set (the rest is keyword)."""
+    candidates: int = Field(default=60, ge=1)
+    """Keyword (and vector) candidates re-scored per search, at least 10 x the limit."""
+
+
+class MemoryHit(BaseModel):
+    """One search result: where it is, how well it matched, and the text around the match."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    """Relative to the workspace, with forward slashes."""
+    start_line: int
+    end_line: int
+    score: float
+    snippet: str
+
+
+class MemorySlice(BaseModel):
+    """Lines read from a memory file by `MemoryStore.read_lines`."""
+
+    path: str
+    from_line: int
+    to_line: int
+    total_lines: int
+    text: str
+
+
+class MemoryEntry(BaseModel):
+    """One appended memory bullet: `- HH:MM text #tag` (MEMORY.md bullets carry the date too)."""
+
+    v: Literal[1] = 1
+    stamp: str
+    text: str
+    tags: tuple[str, ...] = ()
+
+    def to_markdown(self) -> str:
+        lines = self.text.split("\n")
+        tail = "".join(f" #{tag}" for tag in self.tags)
+        body = "\n".join([lines[0], *(f"  {line}" if line else "" for line in lines[1:])])
+        return f"- {self.stamp} {body}{tail}"
+
+
+class MemoryWriteResult(BaseModel):
+    """Where `MemoryStore.write` put the entry."""
+
+    path: str
+    line: int
+    """1-based line number of the new bullet."""
+    entry: str
+    """The markdown written."""
+    created: bool
+    """True when the file did not exist before."""
+
+
+class SyncStats(BaseModel):
+    """What one index sync did."""
+
+    files: int = 0
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+    read: int = 0
+    """Files whose bytes were read (unchanged files are only stat'ed)."""
+    skipped: int = 0
+    chunks: int = 0
+    """Chunks written."""
+
+
+class ReindexStats(BaseModel):
+    """Result of a full `MemoryStore.reindex`."""
+
+    files: int
+    chunks: int
+    skipped: int
+    seconds: float
+
+
+class IndexMeta(BaseModel):
+    """Format of the index; a mismatch with the running code drops and rebuilds it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: int = INDEX_FORMAT_VERSION
+    tokenizer: str = TOKENIZER
+    chunk_chars: int
+    chunk_overlap: int
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines as numbered by editors: split on newline only, `\\r` dropped, no phantom last line."""
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _cjk_tokens(run: str) -> list[str]:
+    if len(run) == 1:
+        return [run]
+    return [run[i : i + 2] for i in range(len(run) - 1)] + [run[-1]]
+
+
+def index_tokens(text: str) -> str:
+    """The text as the FTS table sees it: words as they are, CJK runs as bigrams (+ last char)."""
+    out: list[str] = []
+    for match in _TOKEN_RE.finditer(unicodedata.normalize("NFKC", text)):
+        cjk = match.group("cjk")
+        if cjk:
+            out.extend(_cjk_tokens(cjk))
+        else:
+            out.append(match.group("word"))
+    return " ".join(out)
+
+
+@dataclass(frozen=True)
+class _Term:
+    fts: str
+    """A safe FTS5 expression: only quoted strings built from letter/digit tokens."""
+    raw: str
+    """Casefolded user text, for tag matching and snippet placement."""
+
+
+def _query_terms(query: str) -> list[_Term]:
+    """Turn user text into FTS5 terms that cannot be read as query syntax.
+
+    Words glued by punctuation (`2024-05-01`, `foo_bar`) become one phrase, a CJK run a phrase of
+    its bigrams (a single CJK character a prefix query). Tokens contain only letters and digits,
+    and are quoted, so `"`, `*`, `AND`, `-`, `NEAR(` from a user are plain words.
+    """
+    terms: list[_Term] = []
+    seen: set[str] = set()
+
+    def add(fts: str, raw: str) -> None:
+        if fts not in seen and len(terms) < _MAX_QUERY_TERMS:
+            seen.add(fts)
+            terms.append(_Term(fts=fts, raw=raw.casefold()))
+
+    for piece in unicodedata.normalize("NFKC", query).split():
+        words: list[str] = []
+        span = end = 0
+        for match in _TOKEN_RE.finditer(piece):
+            cjk = match.group("cjk")
+            if cjk:
+                if words:
+                    add('"' + " ".join(words) + '"', piece[span:end])
+                    words = []
+                if len(cjk) == 1:
+                    add(f'"{cjk}"*', cjk)
+                else:
+                    add('"' + " ".join(_cjk_tokens(cjk)[:-1]) + '"', cjk)
+            else:
+                if not words:
+                    span = match.start()
+                words.append(match.group("word"))
+                end = match.end()
+        if words:
+            add('"' + " ".join(words) + '"', piece[span:end])
+    return terms
+
+
+def _tags_of(text: str) -> list[str]:
+    return sorted({tag.casefold() for tag in _TAG_RE.findall(text)})
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    start_line: int
+    end_line: int
+    text: str
+
+
+def chunk_lines(lines: Sequence[str], max_chars: int, overlap: int) -> list[_Chunk]:
+    """Cut lines into chunks of at most `max_chars`, each repeating up to `overlap` chars of the last.
+
+    A line longer than `max_chars` is cut into overlapping pieces of its own, all carrying that
+    line's number. Whitespace-only chunks are dropped.
+    """
+    chunks: list[_Chunk] = []
+    current: list[tuple[int, str]] = []
+    size = 0
+
+    def flush() -> None:
+        if current and any(line.strip() for _, line in current):
+            chunks.append(_Chunk(current[0][0], current[-1][0], "\n".join(line for _, line in current)))
+
+    step = max(1, max_chars - overlap)
+    for number, line in enumerate(lines, start=1):
+        if len(line) > max_chars:
+            flush()
+            current, size = [], 0
+            for begin in range(0, len(line), step):
+                piece = line[begin : begin + max_chars]
+                if piece.strip():
+                    chunks.append(_Chunk(number, number, piece))
+                if begin + max_chars >= len(line):
+                    break
+            continue
+        cost = len(line) + 1
+        if current and size + cost > max_chars:
+            flush()
+            kept: list[tuple[int, str]] = []
+            kept_size = 0
+            for item in reversed(current):
+                if kept_size + len(item[1]) + 1 > overlap:
+                    break
+                kept.insert(0, item)
+                kept_size += len(item[1]) + 1
+            current, size = kept, kept_size
+            while current and size + cost > max_chars:
+                size -= len(current.pop(0)[1]) + 1
+        current.append((number, line))
+        size += cost
+    flush()
+    return chunks
+
+
+def _day_of(rel_path: str) -> str | None:
+    """The ISO date in a file's name (`memory/2024-05-01.md`, `memory/2024-05-01-standup.md`)."""
+    match = _DATE_RE.search(rel_path.rsplit("/", 1)[-1])
+    if not match:
+        return None
+    try:
+        return date(int(match[1]), int(match[2]), int(match[3])).isoformat()
+    except ValueError:
+        return None
+
+
+def is_memory_path(rel_path: str) -> bool:
+    """True for `MEMORY.md`, `memory.md` and `memory/**/*.md` (relative, forward slashes)."""
+    parts = rel_path.split("/")
+    if len(parts) == 1:
+        return parts[0] in ("MEMORY.md", "memory.md")
+    return (
+        parts[0] == "memory"
+        and parts[-1].endswith(".md")
+        and len(parts[-1]) > 3
+        and all(part not in ("", ".", "..") for part in parts)
+    )
+
+
+def _resolve_timezone(name: str | None) -> tzinfo | None:
+    if name in (None, "", "local"):
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r} (use an IANA name like 'Europe/Berlin')") from None
+
+
+def _pack(vector: Sequence[float]) -> tuple[bytes, int]:
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    values = array("f", (x / norm for x in vector))
+    return values.tobytes(), len(values)
+
+
+def _unpack(blob: bytes) -> array[float]:
+    values = array("f")
+    values.frombytes(blob)
+    return values
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """Errors that mean the index file is damaged (rebuild), not busy or misused (re-raise)."""
+    text = str(exc).lower()
+    if any(
+        word in text
+        for word in (
+            "malformed",
+            "not a database",
+            "no such table",
+            "no such column",
+            "corrupt",
+            "file is encrypted",
+        )
+    ):
+        return True
+    return type(exc) is sqlite3.DatabaseError
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclass
+class _Prepared:
+    rel: str
+    mtime_ns: int
+    size: int
+    hash: str
+    racy: bool
+    status: str
+    chunks: list[_Chunk] | None = None
+    """None: content unchanged, only the stat fields need an update."""
+    note: str = ""
+
+
+@dataclass
+class _Candidate:
+    chunk_id: int
+    path: str
+    day: str | None
+    start_line: int
+    end_line: int
+    text: str
+    tags: list[str]
+    bm25: float = 0.0
+    coverage: float = 0.0
+    cosine: float = 0.0
+
+
+@dataclass
+class _VectorCache:
+    generation: int = -1
+    ids: list[int] = field(default_factory=list)
+    vectors: list[array[float]] = field(default_factory=list)
+
+
+class MemoryStore:
+    """Markdown memory of one workspace with an FTS5 index: `search`, `get`, `write`, `reindex`.
+
+    Synchronous and thread-safe (see the module docstring); call `close()` (or use `with`) when
+    done. The index opens lazily on the first search, so `get` and `write` never touch SQLite.
+    """
+
+    def __init__(
+        self,
+        workspace: str | os.PathLike[str],
+        *,
+        timezone: str | None = None,
+        embedder: Embedder | None = None,
+        clock: Callable[[], datetime] | None = None,
+        config: MemoryConfig | None = None,
+    ) -> None:
+        root = Path(workspace).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"workspace {root} does not exist or is not a directory")
+        self.workspace = root.resolve()
+        self.config = config or MemoryConfig()
+        if self.config.chunk_overlap >= self.config.chunk_chars:
+            raise ValueError("MemoryConfig.chunk_overlap must be smaller than chunk_chars")
+        self.timezone = timezone
+        self._tz = _resolve_timezone(timezone)
+        self.embedder = embedder
+        self._embedder_name = (
+            str(getattr(embedder, "name", "") or type(embedder).__qualname__) if embedder else ""
+        )
+        self._clock = clock
+        self.index_path = self.workspace / ".openclaw-mini" / "memory.sqlite"
+        self.warnings: list[str] = []
+        """Problems met while indexing (skipped files, rebuilt index), newest last, without repeats."""
+        self.last_sync = SyncStats()
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._db_identity: tuple[int, int] | None = None
+        self._closed = False
+        self._vectors = _VectorCache()
+        self._vectors_checked = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the index connection. Idempotent; the store cannot search afterwards."""
+        with self._lock:
+            self._closed = True
+            self._close_connection()
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+        self._conn = None
+        self._db_identity = None
+        self._vectors = _VectorCache()
+
+    def now(self) -> datetime:
+        """The current time in the store's timezone (from the injected clock when given)."""
+        current = self._clock() if self._clock else datetime.now(self._tz)
+        if current.tzinfo is None:
+            return current.replace(tzinfo=self._tz) if self._tz else current.astimezone()
+        return current.astimezone(self._tz) if self._tz else current.astimezone()
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            logger.warning("%s", message)
+
+    # ------------------------------------------------------------------ paths
+
+    def _resolve_memory_path(self, path: str | os.PathLike[str]) -> tuple[Path, str]:
+        """Map user input to (absolute path, workspace-relative name) of a memory file, or refuse."""
+        raw = os.fspath(path)
+        shown = raw if len(raw) <= 200 else raw[:200] + "..."
+        if not raw.strip() or "\x00" in raw:
+            raise MemoryPathError("memory path is empty or contains a NUL byte")
+        candidate = Path(raw.strip())
+        if not candidate.is_absolute():
+            candidate = self.workspace / candidate
+        lexical = Path(os.path.normpath(candidate))
+        try:
+            rel = lexical.relative_to(self.workspace).as_posix()
+        except ValueError:
+            raise MemoryPathError(
+                f"'{shown}' is outside the workspace; only MEMORY.md and memory/*.md can be read"
+            ) from None
+        if not is_memory_path(rel):
+            raise MemoryPathError(
+                f"'{shown}' is not a memory file; only MEMORY.md, memory.md and memory/**/*.md are allowed"
+            )
+        resolved = lexical.resolve()
+        try:
+            real_rel = resolved.relative_to(self.workspace).as_posix()
+        except ValueError:
+            raise MemoryPathError(
+                f"'{shown}' resolves through a symlink to outside the workspace; refused"
+            ) from None
+        if not is_memory_path(real_rel):
+            raise MemoryPathError(f"'{shown}' resolves through a symlink to '{real_rel}', not a memory file")
+        return lexical, rel
+
+    def _discover(self) -> dict[str, tuple[str, os.stat_result]]:
+        """Every indexable memory file: regular files only, symlinks never followed.
+
+        Uses `os.scandir` (no pathlib) because this runs before every search: one stat per file.
+        """
+        found: dict[str, tuple[str, os.stat_result]] = {}
+        root = str(self.workspace)
+        with contextlib.suppress(OSError), os.scandir(root) as entries:
+            for entry in entries:
+                if entry.name in ("MEMORY.md", "memory.md") and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        found[entry.name] = (entry.path, entry.stat(follow_symlinks=False))
+        pending = [(os.path.join(root, "memory"), "memory/")]
+        while pending:
+            folder, prefix = pending.pop()
+            try:
+                entries = os.scandir(folder)
+            except OSError:
+                continue
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith("."):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append((entry.path, prefix + name + "/"))
+                        elif name.endswith(".md") and entry.is_file(follow_symlinks=False):
+                            found[prefix + name] = (entry.path, entry.stat(follow_symlinks=False))
+                    except OSError:
+                        continue
+        return found
+
+    # ------------------------------------------------------------------ reading and writing files
+
+    def read_lines(
+        self, path: str | os.PathLike[str], from_line: int | None = None, lines: int | None = None
+    ) -> MemorySlice:
+        """Lines of a memory file with their numbers; see `get`."""
+        if from_line is not None and from_line < 1:
+            raise ValueError(f"from_line must be 1 or more (got {from_line})")
+        if lines is not None and lines < 1:
+            raise ValueError(f"lines must be 1 or more (got {lines})")
+        target, rel = self._resolve_memory_path(path)
+        if not target.is_file():
+            raise FileNotFoundError(f"memory file {rel} does not exist")
+        data = target.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"memory file {rel} is not UTF-8 text (bad byte at offset {exc.start})"
+            ) from None
+        all_lines = _split_lines(text)
+        start = from_line or 1
+        stop = len(all_lines) if lines is None else min(len(all_lines), start - 1 + lines)
+        if from_line is None and lines is None:
+            body = text
+        else:
+            body = "\n".join(all_lines[start - 1 : stop])
+        return MemorySlice(
+            path=rel, from_line=start, to_line=max(start - 1, stop), total_lines=len(all_lines), text=body
+        )
+
+    def get(
+        self, path: str | os.PathLike[str], from_line: int | None = None, lines: int | None = None
+    ) -> str:
+        """Text of a memory file, whole or `lines` lines from `from_line` (1-based).
+
+        Only MEMORY.md, memory.md and memory/**/*.md inside the workspace are readable; any other
+        path (including `..` tricks and symlinks leading elsewhere) raises `MemoryPathError`.
+        """
+        return self.read_lines(path, from_line, lines).text
+
+    def write(self, text: str, tags: Sequence[str] = (), long_term: bool = False) -> MemoryWriteResult:
+        """Append a timestamped bullet to today's `memory/YYYY-MM-DD.md`, or to MEMORY.md.
+
+        Existing lines are never rewritten. The append holds an exclusive lock on the file, so
+        writers in other threads and processes cannot interleave.
+        """
+        body = "\n".join(line.rstrip() for line in _split_lines(text.strip().replace("\r\n", "\n")))
+        if not body.strip():
+            raise ValueError("memory text is empty")
+        clean_tags: list[str] = []
+        for tag in tags:
+            name = tag.strip().removeprefix("#")
+            if not _TAG_VALID_RE.match(name):
+                raise ValueError(
+                    f"invalid tag {tag!r}: use letters, digits, '-' or '_', starting with a letter or digit"
+                )
+            if name not in clean_tags:
+                clean_tags.append(name)
+        now = self.now()
+        if long_term:
+            existing = [name for name in ("MEMORY.md", "memory.md") if (self.workspace / name).exists()]
+            rel = existing[0] if existing else "MEMORY.md"
+            header = _LONG_TERM_HEADER
+            stamp = now.strftime("%Y-%m-%d %H:%M")
+        else:
+            rel = f"memory/{now.date().isoformat()}.md"
+            header = f"# {now.date().isoformat()}\n\n"
+            stamp = now.strftime("%H:%M")
+        entry = MemoryEntry(stamp=stamp, text=body, tags=tuple(clean_tags)).to_markdown()
+        with self._lock:
+            target, rel = self._resolve_memory_path(rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target, rel = self._resolve_memory_path(rel)
+            line, created = _locked_append(target, header, entry)
+        return MemoryWriteResult(path=rel, line=line, entry=entry, created=created)
+
+    # ------------------------------------------------------------------ the index connection
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open index, reopened when its file was deleted or replaced since we opened it."""
+        if self._closed:
+            raise RuntimeError("MemoryStore is closed")
+        if self._conn is not None:
+            try:
+                info = os.stat(self.index_path)
+                same = (info.st_dev, info.st_ino) == self._db_identity
+            except OSError:
+                same = False
+            if not same:
+                self._warn(f"memory index {self.index_path} was deleted or replaced; rebuilding it")
+                self._close_connection()
+        if self._conn is None:
+            self._open()
+        assert self._conn is not None
+        return self._conn
+
+    def _open(self) -> None:
+        self.index_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = self._connect_and_prepare()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            self._warn(f"memory index {self.index_path} was unreadable ({exc}); rebuilding it")
+            self._close_connection()
+            self._recreate_file(self._file_identity())
+            self._conn = self._connect_and_prepare()
+        info = os.stat(self.index_path)
+        self._db_identity = (info.st_dev, info.st_ino)
+
+    def _connect_and_prepare(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.index_path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            wanted = IndexMeta(chunk_chars=self.config.chunk_chars, chunk_overlap=self.config.chunk_overlap)
+            if self._read_meta(conn) != wanted:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if self._read_meta(conn) != wanted:
+                        self._reset_schema(conn, wanted)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            conn.execute("SELECT count(*) FROM files").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _read_meta(conn: sqlite3.Connection) -> IndexMeta | None:
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'index'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        if row is None:
+            return None
+        try:
+            return IndexMeta.model_validate_json(row[0])
+        except ValidationError:
+            return None
+
+    @staticmethod
+    def _reset_schema(conn: sqlite3.Connection, meta: IndexMeta) -> None:
+        for table in ("chunks_fts", "vectors", "chunks", "files", "embed_cache", "meta"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('index', ?)", (meta.model_dump_json(),))
+        conn.execute("INSERT INTO meta (key, value) VALUES ('generation', '0')")
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.index_path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def _recreate_file(self, damaged: tuple[int, int] | None) -> None:
+        """Delete the damaged index file `damaged` (by identity) so that a fresh one is created.
+
+        Runs under a lock file; when another process has already replaced the file, its fresh
+        index is kept rather than deleted again.
+        """
+        lock_path = self.index_path.with_name(self.index_path.name + ".lock")
+        with open(lock_path, "a+b") as lock_file:
+            if fcntl is not None:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+            if damaged is not None and self._file_identity() != damaged:
+                return
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(self.index_path) + suffix)
+
+    def _guarded(self, action: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `action` on the index; if the index turns out damaged, rebuild it once and retry."""
+        conn = self._connection()
+        try:
+            return action(conn)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            self._warn(f"memory index {self.index_path} was damaged ({exc}); rebuilding it")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            damaged = self._db_identity
+            self._close_connection()
+            self._recreate_file(damaged)
+            return action(self._connection())
+
+    # ------------------------------------------------------------------ sync
+
+    def sync(self) -> SyncStats:
+        """Bring the index in step with the files: add new, re-chunk changed, drop deleted ones.
+
+        Unchanged files cost one stat each; a file is read only when its mtime or size moved (or
+        it was modified within the last two seconds, when an mtime tick can hide an edit).
+        """
+        with self._lock:
+            stats = self._guarded(self._sync_once)
+            self.last_sync = stats
+            return stats
+
+    def _sync_once(self, conn: sqlite3.Connection, force: bool = False) -> SyncStats:
+        disk = self._discover()
+        known: dict[str, tuple[Any, ...]] = {
+            row[0]: row
+            for row in conn.execute("SELECT path, id, mtime_ns, size, hash, status, racy, note FROM files")
+        }
+        stats = SyncStats(files=len(disk))
+        for rel, row in known.items():
+            if row[5] == "skipped" and rel in disk and row[7]:
+                self._warn(row[7])
+        todo = [
+            rel
+            for rel, (_, info) in disk.items()
+            if force
+            or rel not in known
+            or known[rel][6]
+            or (known[rel][2], known[rel][3]) != (info.st_mtime_ns, info.st_size)
+        ]
+        gone = [rel for rel in known if rel not in disk]
+        if not todo and not gone:
+            self._fill_vectors(conn, changed=False)
+            return stats
+        prepared: list[_Prepared] = []
+        for rel in todo:
+            full, info = disk[rel]
+            previous = known.get(rel)
+            item = self._prepare(rel, full, info, None if force or previous is None else previous[4])
+            stats.read += 1
+            if item is None:
+                if rel in known:
+                    gone.append(rel)
+                continue
+            prepared.append(item)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            changed = self._apply(conn, prepared, gone, stats)
+            if changed:
+                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self._fill_vectors(conn, changed=changed)
+        return stats
+
+    def _prepare(
+        self, rel: str, full: Path, listed: os.stat_result, known_hash: str | None
+    ) -> _Prepared | None:
+        """Read, hash and chunk one file (outside any transaction, so other processes keep going)."""
+        try:
+            with open(full, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            note = f"{rel} could not be read ({exc.strerror or exc}); skipped by the memory index"
+            self._warn(note)
+            return _Prepared(
+                rel, listed.st_mtime_ns, listed.st_size, "unreadable", False, "skipped", [], note
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        racy = time.time_ns() - info.st_mtime_ns < _RACY_NS
+        if known_hash == digest:
+            return _Prepared(rel, info.st_mtime_ns, info.st_size, digest, racy, "", None)
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            note = f"{rel} is not UTF-8 text (bad byte at offset {exc.start}); skipped by the memory index"
+            self._warn(note)
+            return _Prepared(rel, info.st_mtime_ns, info.st_size, digest, racy, "skipped", [], note)
+        chunks = chunk_lines(_split_lines(text), self.config.chunk_chars, self.config.chunk_overlap)
+        return _Prepared(rel, info.st_mtime_ns, info.st_size, digest, racy, "ok", chunks)
+
+    def _apply(
+        self, conn: sqlite3.Connection, prepared: list[_Prepared], gone: list[str], stats: SyncStats
+    ) -> bool:
+        """Write the prepared changes inside the write transaction.
+
+        Rows are re-read under the lock: when another process indexed the same content meanwhile,
+        its work is kept instead of done twice.
+        """
+        changed = False
+        for rel in gone:
+            row = conn.execute("SELECT id FROM files WHERE path = ?", (rel,)).fetchone()
+            if row is not None:
+                self._drop_chunks(conn, row[0])
+                conn.execute("DELETE FROM files WHERE id = ?", (row[0],))
+                stats.deleted += 1
+                changed = True
+        for item in prepared:
+            if item.status == "skipped":
+                stats.skipped += 1
+            row = conn.execute("SELECT id, hash, status FROM files WHERE path = ?", (item.rel,)).fetchone()
+            if row is not None and row[1] == item.hash and (item.chunks is None or row[2] == item.status):
+                conn.execute(
+                    "UPDATE files SET mtime_ns = ?, size = ?, racy = ? WHERE id = ?",
+                    (item.mtime_ns, item.size, int(item.racy), row[0]),
+                )
+                continue
+            if item.chunks is None:
+                continue  # the row changed under us; the next sync compares again
+            if row is None:
+                cursor = conn.execute(
+                    "INSERT INTO files (path, mtime_ns, size, hash, day, status, racy, note) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        item.rel,
+                        item.mtime_ns,
+                        item.size,
+                        item.hash,
+                        _day_of(item.rel),
+                        item.status,
+                        int(item.racy),
+                        item.note,
+                    ),
+                )
+                file_id = int(cursor.lastrowid or 0)
+                stats.added += 1
+            else:
+                file_id = row[0]
+                self._drop_chunks(conn, file_id)
+                conn.execute(
+                    "UPDATE files SET mtime_ns = ?, size = ?, hash = ?, status = ?, racy = ?, note = ? "
+                    "WHERE id = ?",
+                    (item.mtime_ns, item.size, item.hash, item.status, int(item.racy), item.note, file_id),
+                )
+                stats.changed += 1
+            for chunk in item.chunks:
+                cursor = conn.execute(
+                    "INSERT INTO chunks (file_id, start_line, end_line, text, tags, hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        file_id,
+                        chunk.start_line,
+                        chunk.end_line,
+                        chunk.text,
+                        " ".join(_tags_of(chunk.text)),
+                        hashlib.sha256(chunk.text.encode("utf-8")).hexdigest(),
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO chunks_fts (rowid, body) VALUES (?, ?)",
+                    (cursor.lastrowid, index_tokens(chunk.text)),
+                )
+            stats.chunks += len(item.chunks)
+            changed = True
+        return changed
+
+    @staticmethod
+    def _drop_chunks(conn: sqlite3.Connection, file_id: int) -> None:
+        ids = "(SELECT id FROM chunks WHERE file_id = ?)"
+        conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN {ids}", (file_id,))
+        conn.execute(f"DELETE FROM vectors WHERE chunk_id IN {ids}", (file_id,))
+        conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+
+    def reindex(self) -> ReindexStats:
+        """Drop the index and rebuild it from every memory file; returns counts and seconds."""
+        started = time.perf_counter()
+        with self._lock:
+
+            def rebuild(conn: sqlite3.Connection) -> SyncStats:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._reset_schema(
+                        conn,
+                        IndexMeta(
+                            chunk_chars=self.config.chunk_chars, chunk_overlap=self.config.chunk_overlap
+                        ),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+                self._vectors = _VectorCache()
+                return self._sync_once(conn, force=True)
+
+            stats = self._guarded(rebuild)
+            self.last_sync = stats
+            chunks = self._guarded(_count_chunks)
+        return ReindexStats(
+            files=stats.files - stats.skipped,
+            chunks=chunks,
+            skipped=stats.skipped,
+            seconds=time.perf_counter() - started,
+        )
+
+    # ------------------------------------------------------------------ vectors
+
+    def _fill_vectors(self, conn: sqlite3.Connection, *, changed: bool) -> None:
+        """Embed chunks that have no vector for this embedder yet (cached by chunk hash)."""
+        if self.embedder is None or (not changed and self._vectors_checked):
+            return
+        self._vectors_checked = True
+        missing = conn.execute(
+            "SELECT c.id, c.text, c.hash FROM chunks c LEFT JOIN vectors v "
+            "ON v.chunk_id = c.id AND v.model = ? WHERE v.chunk_id IS NULL",
+            (self._embedder_name,),
+        ).fetchall()
+        if not missing:
+            return
+        rows: list[tuple[int, bytes, str]] = []
+        to_embed: list[tuple[int, str, str]] = []
+        for chunk_id, text, digest in missing:
+            key = f"{self._embedder_name}:{digest}"
+            cached = conn.execute("SELECT vec FROM embed_cache WHERE key = ?", (key,)).fetchone()
+            if cached is not None:
+                rows.append((chunk_id, cached[0], key))
+            else:
+                to_embed.append((chunk_id, text, key))
+        fresh: list[tuple[int, bytes, str]] = []
+        try:
+            for begin in range(0, len(to_embed), _EMBED_BATCH):
+                batch = to_embed[begin : begin + _EMBED_BATCH]
+                vectors = self.embedder.embed([text for _, text, _ in batch])
+                if len(vectors) != len(batch):
+                    raise ValueError(f"returned {len(vectors)} vectors for {len(batch)} texts")
+                for (chunk_id, _, key), vector in zip(batch, vectors, strict=True):
+                    fresh.append((chunk_id, _pack(vector)[0], key))
+        except Exception as exc:
+            self._warn(f"embedder {self._embedder_name} failed ({exc}); memory search uses keywords only")
+            self._vectors_checked = False
+        if not rows and not fresh:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for chunk_id, blob, _key in rows + fresh:
+                conn.execute(
+                    "INSERT OR REPLACE INTO vectors (chunk_id, model, vec) "
+                    "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunks WHERE id = ?)",
+                    (chunk_id, self._embedder_name, blob, chunk_id),
+                )
+            conn.executemany(
+                "INSERT OR REPLACE INTO embed_cache (key, vec) VALUES (?, ?)",
+                [(key, blob) for _, blob, key in fresh],
+            )
+            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _vector_candidates(self, conn: sqlite3.Connection, query: str, count: int) -> dict[int, float]:
+        """Top `count` chunks by cosine similarity to the query (a linear pass over cached vectors)."""
+        assert self.embedder is not None
+        generation = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        if self._vectors.generation != generation:
+            cache = _VectorCache(generation=generation)
+            for chunk_id, blob in conn.execute(
+                "SELECT chunk_id, vec FROM vectors WHERE model = ?", (self._embedder_name,)
+            ):
+                cache.ids.append(chunk_id)
+                cache.vectors.append(_unpack(blob))
+            self._vectors = cache
+        if not self._vectors.ids:
+            return {}
+        try:
+            query_vector = _unpack(_pack(self.embedder.embed([query])[0])[0])
+        except Exception as exc:
+            self._warn(f"embedder {self._embedder_name} failed on the query ({exc}); keywords only")
+            return {}
+        scored = (
+            (sum(map(operator.mul, query_vector, vector)), chunk_id)
+            for chunk_id, vector in zip(self._vectors.ids, self._vectors.vectors, strict=True)
+            if len(vector) == len(query_vector)
+        )
+        return {chunk_id: score for score, chunk_id in heapq.nlargest(count, scored)}
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, query: str, limit: int | None = None, min_score: float = 0.0) -> list[MemoryHit]:
+        """Best matching chunks of the memory files, best first (the index is synced first).
+
+        The AND of all query terms is tried first; when it finds nothing, any single term will do.
+        `limit` defaults to 6; hits scoring below `min_score` (0..1) are dropped.
+        """
+        limit = self.config.default_limit if limit is None else limit
+        if limit < 1:
+            raise ValueError(f"limit must be 1 or more (got {limit})")
+        if not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score must be between 0 and 1 (got {min_score})")
+        terms = _query_terms(query)
+        with self._lock:
+            self.sync()
+            if not terms and self.embedder is None:
+                return []
+            return self._guarded(lambda conn: self._search(conn, query, terms, limit, min_score))
+
+    def _search(
+        self, conn: sqlite3.Connection, query: str, terms: list[_Term], limit: int, min_score: float
+    ) -> list[MemoryHit]:
+        wanted = max(self.config.candidates, limit * 10)
+        candidates: dict[int, _Candidate] = {}
+        if terms:
+            rows = self._fts(conn, " AND ".join(t.fts for t in terms), wanted)
+            if rows:
+                for cand in rows:
+                    cand.coverage = 1.0
+                    candidates[cand.chunk_id] = cand
+            elif len(terms) > 1:
+                rows = self._fts(conn, " OR ".join(t.fts for t in terms), wanted)
+                self._coverage(conn, rows, terms)
+                candidates = {cand.chunk_id: cand for cand in rows}
+        if self.embedder is not None and query.strip():
+            similar = self._vector_candidates(conn, query, wanted)
+            missing = [chunk_id for chunk_id in similar if chunk_id not in candidates]
+            for cand in self._rows_by_id(conn, missing):
+                candidates[cand.chunk_id] = cand
+            for chunk_id, cosine in similar.items():
+                if chunk_id in candidates:
+                    candidates[chunk_id].cosine = max(0.0, cosine)
+        if not candidates:
+            return []
+        return self._rank(list(candidates.values()), terms, limit, min_score)
+
+    _SELECT = (
+        "SELECT c.id, f.path, f.day, c.start_line, c.end_line, c.text, c.tags{extra} "
+        "FROM {source} JOIN chunks c ON c.id = m.rowid JOIN files f ON f.id = c.file_id"
+    )
+
+    def _fts(self, conn: sqlite3.Connection, expression: str, wanted: int) -> list[_Candidate]:
+        sql = self._SELECT.format(
+            extra=", m.rank",
+            source="(SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?) m",
+        )
+        return [
+            _Candidate(row[0], row[1], row[2], row[3], row[4], row[5], row[6].split(), bm25=max(0.0, -row[7]))
+            for row in conn.execute(sql, (expression, wanted))
+        ]
+
+    def _rows_by_id(self, conn: sqlite3.Connection, ids: list[int]) -> list[_Candidate]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        sql = self._SELECT.format(
+            extra="", source=f"(SELECT id AS rowid FROM chunks WHERE id IN ({marks})) m"
+        )
+        return [
+            _Candidate(row[0], row[1], row[2], row[3], row[4], row[5], row[6].split())
+            for row in conn.execute(sql, ids)
+        ]
+
+    @staticmethod
+    def _coverage(conn: sqlite3.Connection, rows: list[_Candidate], terms: list[_Term]) -> None:
+        """Share of query terms each OR-candidate contains, asked of FTS5 so stemming agrees."""
+        if not rows:
+            return
+        ids = [cand.chunk_id for cand in rows]
+        marks = ",".join("?" * len(ids))
+        hits: dict[int, int] = dict.fromkeys(ids, 0)
+        for term in terms:
+            for (rowid,) in conn.execute(
+                f"SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? AND rowid IN ({marks})",
+                (term.fts, *ids),
+            ):
+                hits[rowid] += 1
+        for cand in rows:
+            cand.coverage = hits[cand.chunk_id] / len(terms)
+
+    def _rank(
+        self, candidates: list[_Candidate], terms: list[_Term], limit: int, min_score: float
+    ) -> list[MemoryHit]:
+        cfg = self.config
+        today = self.now().date()
+        best = max((cand.bm25 for cand in candidates), default=0.0)
+        raw_terms = {term.raw for term in terms}
+        scored: list[tuple[float, int, _Candidate]] = []
+        for cand in candidates:
+            strength = cand.bm25 / best if best > 0 else 1.0
+            keyword = cand.coverage * (0.6 + 0.4 * strength) if cand.coverage else 0.0
+            if self.embedder is not None:
+                relevance = cfg.vector_weight * cand.cosine + (1 - cfg.vector_weight) * keyword
+            else:
+                relevance = keyword
+            if cand.day is None:
+                recency, day_rank = 1.0, date.max.toordinal()
+            else:
+                day = date.fromisoformat(cand.day)
+                age = max(0, (today - day).days)
+                recency, day_rank = 0.5 ** (age / cfg.half_life_days), day.toordinal()
+            tag_score = (len(raw_terms.intersection(cand.tags)) / len(raw_terms)) if raw_terms else 0.0
+            score = (
+                (1 - cfg.recency_weight - cfg.tag_weight) * relevance
+                + cfg.recency_weight * recency
+                + cfg.tag_weight * min(1.0, tag_score)
+            )
+            score = min(1.0, max(0.0, score))
+            if score >= min_score:
+                scored.append((score, day_rank, cand))
+        scored.sort(key=lambda item: (-item[0], -item[1], item[2].path, item[2].start_line))
+        return [self._hit(cand, score, terms) for score, _, cand in scored[:limit]]
+
+    def _hit(self, cand: _Candidate, score: float, terms: list[_Term]) -> MemoryHit:
+        start, end, snippet = _snippet(cand, terms, self.config.snippet_chars)
+        return MemoryHit(
+            path=cand.path, start_line=start, end_line=end, score=round(score, 4), snippet=snippet
+        )
+
+    def stats(self) -> dict[str, int]:
+        """Files and chunks currently in the index (after a sync)."""
+        with self._lock:
+            self.sync()
+            return self._guarded(
+                lambda conn: {
+                    "files": int(
+                        conn.execute("SELECT count(*) FROM files WHERE status = 'ok'").fetchone()[0]
+                    ),
+                    "chunks": _count_chunks(conn),
+                }
+            )
+
+
+def _count_chunks(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+
+def _snippet(cand: _Candidate, terms: list[_Term], max_chars: int) -> tuple[int, int, str]:
+    """The chunk's lines around the first match, at most `max_chars`, with their line range."""
+    text = cand.text
+    if len(text) <= max_chars:
+        return cand.start_line, cand.end_line, text
+    lines = text.split("\n")
+    folded = [line.casefold() for line in lines]
+    first = next((i for i, line in enumerate(folded) if _first_match(line, terms) >= 0 and terms), 0)
+    if first > 0 and len(lines[first - 1]) + len(lines[first]) + 1 <= max_chars:
+        first -= 1
+    picked: list[str] = []
+    size = 0
+    index = first
+    while index < len(lines) and size + len(lines[index]) + (1 if picked else 0) <= max_chars:
+        size += len(lines[index]) + (1 if picked else 0)
+        picked.append(lines[index])
+        index += 1
+    if not picked:
+        line = lines[first]
+        position = max(0, _first_match(line.casefold(), terms))
+        begin = max(0, min(position - max_chars // 4, len(line) - max_chars))
+        picked = [line[begin : begin + max_chars]]
+        index = first + 1
+    return cand.start_line + first, cand.start_line + index - 1, "\n".join(picked)
+
+
+def _first_match(folded: str, terms: list[_Term]) -> int:
+    """Offset of the earliest query term (or its first five letters, for stemmed forms), else -1."""
+    positions = []
+    for term in terms:
+        for needle in (term.raw, term.raw[:5]):
+            found = folded.find(needle) if needle else -1
+            if found >= 0:
+                positions.append(found)
+                break
+    return min(positions) if positions else -1
+
+
+def _locked_append(target: Path, header: str, entry: str) -> tuple[int, bool]:
+    """Append `entry` as new line(s) under an exclusive lock; returns (line number, created)."""
+    with open(target, "a+b") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle.seek(0)
+        existing = handle.read()
+        created = not existing
+        prefix = b""
+        if created:
+            prefix = header.encode("utf-8")
+        elif not existing.endswith(b"\n"):
+            prefix = b"\n"
+        before = existing + prefix
+        line = before.count(b"\n") + 1
+        handle.write(prefix + entry.encode("utf-8") + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return line, created

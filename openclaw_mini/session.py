@@ -1,0 +1,281 @@
+"""Sessions: `SessionKey`, the JSONL `SessionStore`, and `SessionLanes` (one serial lane per key).
+
+A transcript is `<workspace>/.openclaw-mini/sessions/<agentId>/<sessionId>.jsonl`: a header line,
+then one entry a line, only ever appended. Appends take an OS file lock (`flock`) for the duration
+of one write, so two processes never interleave lines, and a lock dies with its process: there is
+no stale lock to reclaim. Loading is one linear pass that skips (and reports) corrupt lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .transcript import ENTRY_ADAPTER, ENTRY_LIST_ADAPTER, CompactionEntry, CustomEntry, MessageEntry, SessionHeader
+
+try:  # POSIX file locks; on other platforms appends fall back to a process-local lock.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["LoadedSession", "SessionInfo", "SessionKey", "SessionKeyError", "SessionLanes", "SessionStore"]
+
+log = logging.getLogger(__name__)
+
+AnyEntry = MessageEntry | CompactionEntry | CustomEntry
+_AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_SEGMENT = re.compile(r"^[a-z0-9_.@+\-]{1,128}$")
+
+
+class SessionKeyError(ValueError):
+    """A session id or key that cannot name a transcript safely."""
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """`agent:<agentId>:<rest>`; `rest` is one or more `:`-separated segments."""
+
+    agent_id: str
+    rest: str
+
+    @classmethod
+    def parse(cls, value: str | SessionKey, default_agent_id: str = "main") -> SessionKey:
+        """Parse a full key or complete a bare session id with the agent's id.
+
+        Refuses path separators, `..`, control characters and anything else that could turn a
+        session id into a path outside the sessions folder.
+        """
+        if isinstance(value, SessionKey):
+            return value
+        raw = str(value)
+        if any(unicodedata.category(ch).startswith("C") for ch in raw):
+            raise SessionKeyError(f"Session id {raw!r} contains control characters.")
+        if "/" in raw or "\\" in raw:
+            raise SessionKeyError(f"Session id {raw!r} must not contain path separators.")
+        text = raw.strip().lower()
+        if not text:
+            raise SessionKeyError("Session id is empty.")
+        if text.startswith("agent:"):
+            parts = text.split(":", 2)
+            if len(parts) < 3 or not parts[2]:
+                raise SessionKeyError(f"Session key {raw!r} must look like agent:<agentId>:<sessionId>.")
+            agent_id, rest = parts[1], parts[2]
+        else:
+            agent_id, rest = default_agent_id, text
+        if not _AGENT_ID.match(agent_id):
+            raise SessionKeyError(f"Agent id {agent_id!r} in session key {raw!r} is not valid.")
+        for segment in rest.split(":"):
+            if segment in ("", ".", "..") or ".." in segment or not _SEGMENT.match(segment):
+                raise SessionKeyError(
+                    f"Session id {raw!r} is not valid: use letters, digits and . _ - @ + "
+                    "(':' separates parts); no '..'."
+                )
+        return cls(agent_id, rest)
+
+    def __str__(self) -> str:
+        return f"agent:{self.agent_id}:{self.rest}"
+
+    @property
+    def is_subagent(self) -> bool:
+        return self.rest.startswith("subagent:")
+
+    @property
+    def file_stem(self) -> str:
+        # ':' is not allowed in Windows file names; '%' never occurs in a valid id.
+        return self.rest.replace(":", "%3a")
+
+
+@dataclass
+class LoadedSession:
+    key: SessionKey
+    path: Path
+    header: SessionHeader | None
+    entries: list[AnyEntry]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SessionInfo:
+    key: str
+    path: Path
+    last_activity: datetime
+    size_bytes: int
+
+
+class SessionStore:
+    """JSONL transcripts under `<state_dir>/sessions/<agentId>/`."""
+
+    def __init__(self, state_dir: Path, *, workspace: Path | None = None) -> None:
+        self.root = Path(state_dir) / "sessions"
+        self.workspace = workspace
+
+    def path_for(self, key: SessionKey) -> Path:
+        return self.root / key.agent_id / f"{key.file_stem}.jsonl"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append_sync(self, key: SessionKey, entries: Iterable[AnyEntry]) -> tuple[int, int]:
+        """Append whole lines under an exclusive lock; writes the header first for a new file.
+
+        A torn last line left by a crash is terminated first, so the new line is never glued to it.
+        Returns the file's size before and after the write, so a caller that caches the session
+        notices when another process wrote in between.
+        """
+        lines = [entry.model_dump_json(exclude_none=True) + "\n" for entry in entries]
+        path = self.path_for(key)
+        if not lines:
+            return _size(path), _size(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                size = os.fstat(fd).st_size
+                prefix = ""
+                if size == 0:
+                    header = SessionHeader(id=key.rest, key=str(key), cwd=str(self.workspace or ""))
+                    prefix = header.model_dump_json() + "\n"
+                else:
+                    last = os.pread(fd, 1, size - 1)
+                    if last != b"\n":
+                        prefix = "\n"
+                data = (prefix + "".join(lines)).encode("utf-8")
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                return size, os.fstat(fd).st_size
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    async def append(self, key: SessionKey, entries: Iterable[AnyEntry]) -> tuple[int, int]:
+        return await asyncio.to_thread(self.append_sync, key, list(entries))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def load_sync(self, key: SessionKey) -> LoadedSession:
+        """Read a transcript in one pass; corrupt or torn lines are skipped and reported."""
+        path = self.path_for(key)
+        loaded = LoadedSession(key=key, path=path, header=None, entries=[])
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return loaded
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        torn_candidate = not data.endswith(b"\n") and bool(lines)
+        first = 0
+        if lines and lines[0].startswith(b'{"type":"session"'):
+            try:
+                loaded.header = SessionHeader.model_validate_json(lines[0])
+                first = 1
+            except ValidationError:
+                pass
+        body = lines[first:]
+        try:
+            # Fast path: one pydantic-core call parses and validates the whole file.
+            loaded.entries = ENTRY_LIST_ADAPTER.validate_json(b"[" + b",".join(body) + b"]")
+            return loaded
+        except ValueError:  # a corrupt or torn line somewhere: go line by line
+            pass
+        validate = ENTRY_ADAPTER.validate_json
+        for index, raw in enumerate(body):
+            number = first + index + 1
+            if not raw.strip():
+                continue
+            try:
+                if raw.startswith(b'{"type":"session"'):
+                    if loaded.header is None:
+                        loaded.header = SessionHeader.model_validate_json(raw)
+                    continue
+                loaded.entries.append(validate(raw))
+            except ValueError as exc:
+                torn = torn_candidate and index == len(body) - 1
+                what = "torn last line (an interrupted write)" if torn else "corrupt line"
+                detail = str(exc).splitlines()[0][:200]
+                message = f"{path}:{number}: skipped {what}: {detail}"
+                loaded.warnings.append(message)
+                log.warning(message)
+        return loaded
+
+    async def load(self, key: SessionKey) -> LoadedSession:
+        return await asyncio.to_thread(self.load_sync, key)
+
+    def list_sync(self, agent_id: str | None = None) -> list[SessionInfo]:
+        """Sessions with their last activity (file mtime), newest first."""
+        infos: list[SessionInfo] = []
+        if not self.root.is_dir():
+            return infos
+        folders = [self.root / agent_id] if agent_id else sorted(p for p in self.root.iterdir() if p.is_dir())
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for path in folder.glob("*.jsonl"):
+                stat = path.stat()
+                rest = path.stem.replace("%3a", ":")
+                infos.append(SessionInfo(
+                    key=f"agent:{folder.name}:{rest}",
+                    path=path,
+                    last_activity=datetime.fromtimestamp(stat.st_mtime, UTC),
+                    size_bytes=stat.st_size,
+                ))
+        infos.sort(key=lambda info: info.last_activity, reverse=True)
+        return infos
+
+    async def list(self, agent_id: str | None = None) -> list[SessionInfo]:
+        return await asyncio.to_thread(self.list_sync, agent_id)
+
+    def delete_sync(self, key: SessionKey) -> bool:
+        path = self.path_for(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+class SessionLanes:
+    """One serial lane per session key: runs on one key queue, different keys run concurrently."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def lane(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key]
+                del self._locks[key]
+
+    def busy(self, key: str) -> bool:
+        lock = self._locks.get(key)
+        return lock is not None and lock.locked()

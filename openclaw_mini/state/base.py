@@ -1,0 +1,135 @@
+"""The one `WorldState` interface that the embedded store and the remote client both implement.
+
+Code written against it (tools, the server, the CLI, an example) does not know whether the state
+lives in a SQLite file in the workspace or behind a Flux HTTP API on another machine.
+"""
+
+from __future__ import annotations
+
+import builtins
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from .models import BatchDeleteResult, DeleteResult, Entity, FluxEvent, PublishResult, StateUpdate
+
+__all__ = ["EventInput", "Subscription", "WorldState", "normalise_patterns"]
+
+EventInput = FluxEvent | Mapping[str, Any]
+"""An event as a model or as Flux JSON (a dict)."""
+
+
+def normalise_patterns(entity_ids: str | Sequence[str]) -> builtins.list[str]:
+    """`"*"`, one id, or several ids/patterns -> a non-empty list of patterns."""
+    patterns = [entity_ids] if isinstance(entity_ids, str) else list(entity_ids)
+    patterns = [item for item in patterns if item]
+    if not patterns:
+        raise ValueError("subscribe needs at least one entity id or pattern (use '*' for everything)")
+    return patterns
+
+
+class Subscription(ABC):
+    """A stream of `StateUpdate`s: iterate it, and close it (or use `async with`).
+
+    `async with store.subscribe(...) as updates:` returns once the subscription is live, so an
+    update published after that line is never missed.
+    """
+
+    async def __aenter__(self) -> Subscription:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    @abstractmethod
+    async def __anext__(self) -> StateUpdate:
+        """The next update; `StopAsyncIteration` once closed."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Make the subscription live (idempotent; iterating starts it too)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Stop receiving updates and free what the subscription holds."""
+
+
+class WorldState(ABC):
+    """Shared, event-sourced world state in the Flux model.
+
+    Events are the truth; an entity's properties are the shallow merge of its events since its
+    last tombstone. Every write is an event, deletes included.
+    """
+
+    @abstractmethod
+    async def publish(self, event: EventInput) -> PublishResult:
+        """Append one event and apply it; raises `InvalidEventError`/`EventTooLargeError` if bad."""
+
+    @abstractmethod
+    async def publish_batch(self, events: Sequence[EventInput]) -> builtins.list[PublishResult]:
+        """Append many events; one result per event, a malformed event fails alone.
+
+        Raises `BatchTooLargeError` when the valid events together exceed 10 MB.
+        """
+
+    @abstractmethod
+    async def get(self, entity_id: str) -> Entity | None:
+        """The entity's current state, or None if it does not exist (or was deleted)."""
+
+    @abstractmethod
+    async def list(self, *, prefix: str | None = None, namespace: str | None = None) -> builtins.list[Entity]:
+        """All entities, or those whose id starts with `prefix` / lives in `namespace`, sorted by id."""
+
+    @abstractmethod
+    async def delete(self, entity_id: str) -> DeleteResult:
+        """Publish a tombstone for the entity (a later write recreates it)."""
+
+    @abstractmethod
+    async def delete_many(
+        self,
+        *,
+        namespace: str | None = None,
+        prefix: str | None = None,
+        entity_ids: Sequence[str] | None = None,
+    ) -> BatchDeleteResult:
+        """Delete by exactly one filter; at most 10,000 entities (`BatchTooLargeError` beyond)."""
+
+    @abstractmethod
+    async def history(
+        self, entity_id: str, *, since: datetime | int | None = None, limit: int = 100
+    ) -> builtins.list[FluxEvent]:
+        """The entity's stored events, newest first (Flux's order), received at or after `since`."""
+
+    @abstractmethod
+    def subscribe(self, entity_ids: str | Sequence[str] = "*", *, snapshot: bool = False) -> Subscription:
+        """Updates and deletions for ids or patterns (`*`, `ns/*`, exact ids).
+
+        With `snapshot=True` the current state of matching entities comes first, marked
+        `snapshot=True`, so a subscriber can build its view without a separate `list()`.
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections and threads; the store is unusable afterwards."""
+
+    async def __aenter__(self) -> WorldState:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

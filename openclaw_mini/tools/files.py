@@ -1,0 +1,523 @@
+"""Built-in file tools: `read`, `write`, `edit`, `ls`, `grep`.
+
+Every path goes through `ctx.sandbox.resolve_path`, which resolves symlinks and refuses anything
+outside the workspace, so these functions only deal with files, not with confinement. Outputs are
+bounded (lines, characters, matches) because whatever a tool returns lands in the model's context.
+The functions are synchronous: `Tool.invoke` runs them in a worker thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .base import Tool, ToolContext, ToolError, tool
+from .policy import ToolRefused
+
+__all__ = [
+    "BINARY_SNIFF_BYTES",
+    "FILE_TOOLS",
+    "GREP_MAX_MATCHES",
+    "GREP_SKIP_DIRS",
+    "LARGE_FILE_BYTES",
+    "LS_MAX_ENTRIES",
+    "MAX_LINE_CHARS",
+    "MAX_OUTPUT_CHARS",
+    "edit",
+    "grep",
+    "ls",
+    "read",
+    "write",
+]
+
+logger = logging.getLogger(__name__)
+
+BINARY_SNIFF_BYTES = 8 * 1024
+"""A NUL byte in this many leading bytes marks a file as binary."""
+LARGE_FILE_BYTES = 10 * 1024 * 1024
+"""Above this size `read` stops after the requested window instead of counting the remaining lines."""
+MAX_LINE_CHARS = 2_000
+MAX_OUTPUT_CHARS = 50_000
+LS_MAX_ENTRIES = 1_000
+GREP_MAX_MATCHES = 200
+GREP_MAX_LINE_CHARS = 300
+GREP_TIME_BUDGET_SECONDS = 30.0
+GREP_SLURP_BYTES = 4 * 1024 * 1024
+"""Files up to this size are read in one go by grep (faster); bigger ones are streamed."""
+GREP_SKIP_DIRS = frozenset({".git", ".openclaw-mini", "node_modules", ".venv", "__pycache__"})
+
+
+def _is_binary(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return b"\x00" in handle.read(BINARY_SNIFF_BYTES)
+
+
+def _existing_file(ctx: ToolContext, path: str, *, write: bool = False) -> Path:
+    """Resolve `path` and insist it is an existing regular file."""
+    resolved = ctx.sandbox.resolve_path(path, write=write)
+    if not resolved.exists():
+        raise ToolError(f"File not found: {path}")
+    if resolved.is_dir():
+        raise ToolError(f"{path} is a directory, not a file (use ls to list it).")
+    if not resolved.is_file():
+        raise ToolError(f"{path} is not a regular file (device, socket or pipe); it cannot be read.")
+    return resolved
+
+
+@tool(group="fs")
+def read(path: str, ctx: ToolContext, offset: int = 1, limit: int = 2000) -> str:
+    """Read a text file, shown with line numbers like `cat -n`.
+
+    Reads at most `limit` lines starting at line `offset` (1-based); the reply says how to read on.
+    Binary files are refused; very long lines are cut.
+
+    Args:
+        path: File path, relative to the workspace (or absolute inside it).
+        offset: First line to show, counting from 1.
+        limit: Maximum number of lines to show.
+    """
+    if offset < 1:
+        raise ToolError(f"offset must be 1 or more (lines are numbered from 1), got {offset}.")
+    if limit < 1:
+        raise ToolError(f"limit must be 1 or more, got {limit}.")
+    resolved = _existing_file(ctx, path)
+    shown = ctx.sandbox.relative(resolved)
+    size = resolved.stat().st_size
+    if size == 0:
+        return f"{shown} is empty (0 bytes)."
+    if _is_binary(resolved):
+        raise ToolError(
+            f"{shown} looks like a binary file (it contains NUL bytes, {size:,} bytes in all); "
+            "read only shows text files."
+        )
+
+    out: list[str] = []
+    used = 0
+    invalid_utf8 = False
+    truncated_lines = 0
+    capped = False
+    remaining: int | None = 0
+    number = 0
+    with resolved.open("rb") as handle:
+        for raw in handle:
+            number += 1
+            if number < offset:
+                continue
+            if number >= offset + limit:
+                remaining = _remaining_lines(handle, raw, size)
+                break
+            text, bad = _decode_line(raw)
+            invalid_utf8 = invalid_utf8 or bad
+            if len(text) > MAX_LINE_CHARS:
+                text = f"{text[:MAX_LINE_CHARS]}… [line cut: {len(text):,} chars in all]"
+                truncated_lines += 1
+            entry = f"{number:>6}\t{text}"
+            if out and used + len(entry) + 1 > MAX_OUTPUT_CHARS:
+                capped = True
+                remaining = _remaining_lines(handle, raw, size)
+                break
+            out.append(entry)
+            used += len(entry) + 1
+    if not out:
+        raise ToolError(f"offset {offset} is past the end of {shown}, which has {number:,} line(s).")
+    last_shown = offset + len(out) - 1
+
+    notes: list[str] = []
+    if invalid_utf8:
+        notes.append("note: the file is not valid UTF-8; undecodable bytes are shown as �.")
+    if truncated_lines:
+        notes.append(f"note: {truncated_lines} line(s) longer than {MAX_LINE_CHARS:,} chars were cut.")
+    if capped:
+        notes.append(
+            f"(output capped at {MAX_OUTPUT_CHARS:,} chars: showed lines {offset}-{last_shown}; "
+            f"use offset={last_shown + 1} to read on)"
+        )
+    elif remaining is None:
+        notes.append(
+            f"(large file, {size / 1024 / 1024:.1f} MiB: more lines follow; "
+            f"use offset={last_shown + 1} to read on)"
+        )
+    elif remaining:
+        notes.append(f"({remaining:,} more lines; use offset={last_shown + 1} to read on)")
+    else:
+        notes.append("(end of file)")
+    return "\n".join([*out, *notes])
+
+
+def _decode_line(raw: bytes) -> tuple[str, bool]:
+    """Decode one line without its ending; the flag says whether bytes had to be replaced."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), True
+
+
+def _remaining_lines(handle: BinaryIO, current: bytes, size: int) -> int | None:
+    """Lines from `current` (already read, not shown) to the end; None for files too big to count."""
+    if size > LARGE_FILE_BYTES:
+        return None
+    count = 1
+    last = current
+    while chunk := handle.read(1024 * 1024):
+        count += chunk.count(b"\n")
+        last = chunk
+    if last is not current and not last.endswith(b"\n"):
+        count += 1
+    return count
+
+
+def _default_file_mode() -> int:
+    """The mode a plain `open(..., "w")` would give a new file (0o666 minus the umask)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder + `os.replace`, so readers never see half a file."""
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = _default_file_mode()
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, mode)
+        os.replace(temp_name, target)
+    except BaseException:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _line_count(text: str) -> int:
+    if not text:
+        return 0
+    return text.count("\n") + (0 if text.endswith("\n") else 1)
+
+
+@tool(group="fs")
+def write(path: str, content: str, ctx: ToolContext) -> str:
+    """Create or overwrite a file with `content` (parent folders are created).
+
+    The file is replaced atomically. To change part of an existing file, prefer `edit`.
+
+    Args:
+        path: File path, relative to the workspace (or absolute inside it).
+        content: The complete new content of the file.
+    """
+    resolved = ctx.sandbox.resolve_path(path, write=True)
+    shown = ctx.sandbox.relative(resolved)
+    if resolved.is_dir():
+        raise ToolError(f"{shown} is a directory; give a file path to write.")
+    existed = resolved.exists()
+    if existed and not resolved.is_file():
+        raise ToolError(f"{shown} exists and is not a regular file; refusing to replace it.")
+    try:
+        data = content.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ToolError(f"content cannot be encoded as UTF-8: {exc}") from None
+    try:
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ToolError(f"Cannot create folders for {shown}: a file is in the way.") from None
+    except NotADirectoryError:
+        raise ToolError(f"Cannot create folders for {shown}: a file is in the way.") from None
+    try:
+        _atomic_write(resolved, data)
+    except OSError as exc:
+        raise ToolError(f"Could not write {shown}: {exc.strerror or exc}") from None
+    verb = "Overwrote" if existed else "Created"
+    return f"{verb} {shown} ({len(data):,} bytes, {_line_count(content):,} lines)."
+
+
+def _match_positions(content: str, needle: str) -> list[int]:
+    """Start offsets of every occurrence, overlapping ones included."""
+    positions: list[int] = []
+    start = content.find(needle)
+    while start != -1:
+        positions.append(start)
+        start = content.find(needle, start + 1)
+    return positions
+
+
+def _line_of(content: str, position: int) -> int:
+    return content.count("\n", 0, position) + 1
+
+
+def _whitespace_hint(content: str, old_text: str) -> str:
+    """Help the model when its text only differs in whitespace (indentation, line breaks)."""
+    wanted = [line.strip() for line in old_text.strip("\r\n").splitlines()]
+    if wanted and any(wanted):
+        have = [line.strip() for line in content.splitlines()]
+        hits = [
+            index + 1
+            for index in range(len(have) - len(wanted) + 1)
+            if have[index : index + len(wanted)] == wanted
+        ]
+        if hits:
+            where = ", ".join(str(line) for line in hits[:10])
+            return (
+                f" It does match if leading/trailing whitespace on each line is ignored (at line {where}): "
+                "read those lines again and copy them exactly, indentation included."
+            )
+    squash = re.compile(r"\s+")
+    if squash.sub(" ", old_text).strip() and squash.sub(" ", old_text).strip() in squash.sub(" ", content):
+        return (
+            " It does match if whitespace and line breaks are ignored: read the file again and copy "
+            "the text exactly."
+        )
+    return " Read the file again and copy the exact text to replace."
+
+
+@tool(group="fs")
+def edit(path: str, old_text: str, new_text: str, ctx: ToolContext) -> str:
+    """Replace one exact occurrence of `old_text` with `new_text` in a file.
+
+    `old_text` must match exactly once (whitespace included); add surrounding lines to make it unique.
+
+    Args:
+        path: File path, relative to the workspace (or absolute inside it).
+        old_text: The exact text to replace; it must occur exactly once in the file.
+        new_text: The replacement text (may be empty to delete).
+    """
+    resolved = _existing_file(ctx, path, write=True)
+    shown = ctx.sandbox.relative(resolved)
+    if not old_text:
+        raise ToolError("old_text is empty; give the exact text to replace (use write to create a file).")
+    if old_text == new_text:
+        raise ToolError("old_text and new_text are identical; nothing to change.")
+    if _is_binary(resolved):
+        raise ToolError(f"{shown} looks like a binary file; edit only changes text files.")
+    # surrogateescape keeps bytes that are not UTF-8 intact through the round trip.
+    content = resolved.read_bytes().decode("utf-8", errors="surrogateescape")
+
+    positions = _match_positions(content, old_text)
+    if not positions and "\r\n" in content and "\r\n" not in old_text and "\n" in old_text:
+        # The file uses Windows line endings; the model almost always sends "\n".
+        crlf_old = old_text.replace("\n", "\r\n")
+        positions = _match_positions(content, crlf_old)
+        if positions:
+            old_text, new_text = crlf_old, new_text.replace("\r\n", "\n").replace("\n", "\r\n")
+    if not positions:
+        raise ToolError(f"old_text was not found in {shown}." + _whitespace_hint(content, old_text))
+    if len(positions) > 1:
+        lines = ", ".join(str(_line_of(content, pos)) for pos in positions[:20])
+        more = f" and {len(positions) - 20} more" if len(positions) > 20 else ""
+        raise ToolError(
+            f"old_text matches {len(positions)} times in {shown} (at lines {lines}{more}); "
+            "include more surrounding lines so it matches exactly once."
+        )
+
+    start = positions[0]
+    updated = content[:start] + new_text + content[start + len(old_text) :]
+    try:
+        _atomic_write(resolved, updated.encode("utf-8", errors="surrogateescape"))
+    except OSError as exc:
+        raise ToolError(f"Could not write {shown}: {exc.strerror or exc}") from None
+
+    first = _line_of(content, start)
+    old_last = first + max(_line_count(old_text), 1) - 1
+    old_span = f"line {first}" if old_last == first else f"lines {first}-{old_last}"
+    if not new_text:
+        return f"Edited {shown}: removed the text at {old_span}."
+    new_last = first + max(_line_count(new_text), 1) - 1
+    new_span = f"line {first}" if new_last == first else f"lines {first}-{new_last}"
+    return f"Edited {shown}: replaced {old_span}; the new text is at {new_span}."
+
+
+def _describe_entry(entry: os.DirEntry[str]) -> str:
+    if entry.is_symlink():
+        try:
+            target = os.readlink(entry.path)
+        except OSError:
+            target = "?"
+        suffix = "/" if entry.is_dir(follow_symlinks=True) else ""
+        broken = "" if os.path.exists(entry.path) else " (broken)"
+        return f"{entry.name}{suffix} -> {target}{broken}"
+    if entry.is_dir(follow_symlinks=False):
+        return f"{entry.name}/"
+    try:
+        size = entry.stat(follow_symlinks=False).st_size
+    except OSError:
+        return entry.name
+    return f"{entry.name}  ({size:,} bytes)"
+
+
+@tool(group="fs")
+def ls(ctx: ToolContext, path: str = ".") -> str:
+    """List a directory: folders end with `/`, files show their size, symlinks show `-> target`.
+
+    Args:
+        path: Directory path, relative to the workspace (default: the workspace itself).
+    """
+    resolved = ctx.sandbox.resolve_path(path)
+    shown = ctx.sandbox.relative(resolved)
+    if not resolved.exists():
+        raise ToolError(f"Directory not found: {path}")
+    if not resolved.is_dir():
+        size = resolved.stat().st_size
+        return f"{shown} is a file ({size:,} bytes), not a directory."
+    try:
+        with os.scandir(resolved) as it:
+            entries = sorted(it, key=lambda item: item.name)
+    except PermissionError:
+        raise ToolError(f"Permission denied listing {shown}.") from None
+    if not entries:
+        return f"{shown}/ is empty."
+    lines = [f"{shown}/ ({len(entries):,} entries)"]
+    lines.extend(_describe_entry(entry) for entry in entries[:LS_MAX_ENTRIES])
+    if len(entries) > LS_MAX_ENTRIES:
+        lines.append(
+            f"(showing the first {LS_MAX_ENTRIES:,} of {len(entries):,} entries; "
+            "list a subfolder or use grep with a glob to narrow down)"
+        )
+    return "\n".join(lines)
+
+
+def _glob_matches(glob: str, name: str, rel: str) -> bool:
+    if fnmatch.fnmatchcase(name, glob) or fnmatch.fnmatchcase(rel, glob):
+        return True
+    # "**/*.md" should also match "README.md" at the top level.
+    while glob.startswith("**/"):
+        glob = glob[3:]
+        if fnmatch.fnmatchcase(rel, glob) or ("/" not in glob and fnmatch.fnmatchcase(name, glob)):
+            return True
+    return False
+
+
+def _walk_files(root: Path) -> Iterator[tuple[str, str]]:
+    """(full path, name) of files under `root` in a stable order; skipped and linked folders not entered."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(name for name in dirnames if name not in GREP_SKIP_DIRS)
+        for name in sorted(filenames):
+            yield os.path.join(dirpath, name), name
+
+
+def _text_lines(handle: BinaryIO, size: int) -> Iterator[str] | None:
+    """The decoded lines of an open file, or None when it looks binary."""
+    head = handle.read(BINARY_SNIFF_BYTES)
+    if b"\x00" in head:
+        return None
+    if size > GREP_SLURP_BYTES:
+        handle.seek(0)
+        return (_decode_line(raw)[0] for raw in handle)
+    text = (head + handle.read()).decode("utf-8", errors="replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return iter(lines)
+
+
+@tool(group="fs")
+def grep(pattern: str, ctx: ToolContext, path: str = ".", glob: str | None = None) -> str:
+    """Search files for a regular expression; prints `path:line: text` for each matching line.
+
+    Searches recursively, skipping binary files and `.git`, `node_modules`, `.venv`, `__pycache__`,
+    `.openclaw-mini`. Uses Python `re` syntax.
+
+    Args:
+        pattern: Python regular expression, matched against each line.
+        path: File or directory to search, relative to the workspace (default: everything).
+        glob: Only search files whose name or relative path matches, e.g. `*.py` or `docs/**/*.md`.
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ToolError(f"Invalid regular expression {pattern!r}: {exc}") from None
+    root = ctx.sandbox.resolve_path(path)
+    if not root.exists():
+        raise ToolError(f"Path not found: {path}")
+    files = iter([(str(root), root.name)]) if root.is_file() else _walk_files(root)
+    prefix = str(ctx.sandbox.workspace).rstrip(os.sep) + os.sep
+    deadline = time.monotonic() + GREP_TIME_BUDGET_SECONDS
+
+    results: list[str] = []
+    used = 0
+    matches = 0
+    searched = 0
+    skipped_links = 0
+    stop_reason = ""
+    for full, name in files:
+        rel = full[len(prefix) :] if full.startswith(prefix) else ctx.sandbox.relative(Path(full))
+        if glob and not _glob_matches(glob, name, rel):
+            continue
+        target = full
+        try:
+            mode = os.lstat(full).st_mode
+            if stat.S_ISLNK(mode):
+                try:
+                    target = str(ctx.sandbox.resolve_path(full))
+                except ToolRefused:
+                    skipped_links += 1
+                    continue
+                mode = os.stat(target).st_mode
+            if not stat.S_ISREG(mode):
+                continue
+            with open(target, "rb") as handle:
+                lines = _text_lines(handle, os.fstat(handle.fileno()).st_size)
+                if lines is None:
+                    continue
+                searched += 1
+                for number, line in enumerate(lines, start=1):
+                    if number % 10_000 == 0 and time.monotonic() > deadline:
+                        break
+                    if not regex.search(line):
+                        continue
+                    if len(line) > GREP_MAX_LINE_CHARS:
+                        line = line[:GREP_MAX_LINE_CHARS] + "…"
+                    entry = f"{rel}:{number}: {line}"
+                    results.append(entry)
+                    matches += 1
+                    used += len(entry) + 1
+                    if matches >= GREP_MAX_MATCHES:
+                        stop_reason = f"stopped at {GREP_MAX_MATCHES} matches"
+                        break
+                    if used >= MAX_OUTPUT_CHARS:
+                        stop_reason = f"stopped at {MAX_OUTPUT_CHARS:,} chars of output"
+                        break
+        except OSError as exc:
+            logger.debug("grep: cannot read %s: %s", full, exc)
+            continue
+        if stop_reason:
+            break
+        if time.monotonic() > deadline:
+            stop_reason = f"stopped after {GREP_TIME_BUDGET_SECONDS:.0f} s"
+            break
+
+    scope = ctx.sandbox.relative(root) + (f" (glob {glob})" if glob else "")
+    notes: list[str] = []
+    if stop_reason:
+        notes.append(f"({stop_reason}; narrow the pattern, path or glob to see the rest)")
+    if skipped_links:
+        notes.append(f"({skipped_links} symlink(s) pointing outside the workspace were skipped)")
+    if not results:
+        return "\n".join([f"No matches for {pattern!r} in {scope} ({searched} files searched).", *notes])
+    return "\n".join([*results, *notes])
+
+
+FILE_TOOLS: list[Tool] = [read, write, edit, ls, grep]

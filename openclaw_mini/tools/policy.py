@@ -1,0 +1,170 @@
+"""The one place where tool access is decided: `ToolPolicy`, `SandboxConfig` and `Sandbox`.
+
+Every refusal the model can meet comes from here, so a reviewer reads one file to know what an
+agent may do: which tools are offered (`ToolPolicy.filter`), whether a call may run
+(`Sandbox.check_call`), and which paths a file tool may touch (`Sandbox.resolve_path`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .base import Tool
+
+__all__ = ["TOOL_GROUPS", "Sandbox", "SandboxConfig", "ToolPolicy", "ToolRefused"]
+
+TOOL_GROUPS: dict[str, tuple[str, ...]] = {
+    "fs": ("read", "write", "edit", "ls", "grep"),
+    "runtime": ("exec",),
+    "memory": ("memory_search", "memory_get", "memory_write"),
+    "sessions": ("sessions_spawn", "sessions_list", "sessions_history"),
+    "state": ("state_publish", "state_get", "state_list", "state_delete"),
+}
+"""Named groups usable in a policy as `group:<name>`; a tool's own `group` attribute counts too."""
+
+WRITE_TOOLS = frozenset({"write", "edit"})
+EXEC_TOOLS = frozenset({"exec"})
+
+
+class ToolRefused(Exception):
+    """A call the policy or sandbox does not allow; the message says why and reaches the model."""
+
+
+class ToolPolicy(BaseModel):
+    """Allow/deny lists of tool names or `group:<name>`; deny wins. `allow=None` allows everything."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+
+    def _matches(self, entries: Iterable[str], tool: Tool) -> bool:
+        for entry in entries:
+            entry = entry.strip().lower()
+            if entry in ("*", tool.name):
+                return True
+            if entry.startswith("group:"):
+                group = entry.removeprefix("group:")
+                if tool.group == group or tool.name in TOOL_GROUPS.get(group, ()):
+                    return True
+        return False
+
+    def permits(self, tool: Tool) -> bool:
+        if self._matches(self.deny, tool):
+            return False
+        return self.allow is None or self._matches(self.allow, tool)
+
+    def filter(self, tools: Iterable[Tool]) -> list[Tool]:
+        """The tools to offer the model: denied ones are not offered at all."""
+        return [item for item in tools if self.permits(item)]
+
+    def narrowed(self, allow: Iterable[str] | None) -> ToolPolicy:
+        """A policy no wider than this one that also allows only `allow` (for sub-agents)."""
+        if allow is None:
+            return self
+        names = list(allow)
+        if self.allow is None:
+            return ToolPolicy(allow=names, deny=list(self.deny))
+        return ToolPolicy(allow=[name for name in names if name in self.allow], deny=list(self.deny))
+
+
+class SandboxConfig(BaseModel):
+    """What file and process tools may do. Defaults: confined to the workspace, writes on, exec off."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    """Confine every path to the workspace (symlinks resolved)."""
+    allow_exec: bool = False
+    """Let the `exec` tool run shell commands."""
+    allow_write: bool = True
+    """Let `write`/`edit` change files."""
+    extra_read_roots: tuple[Path, ...] = ()
+    """Folders readable besides the workspace (bundled skills are added automatically)."""
+
+
+class Sandbox:
+    """Applies a `SandboxConfig` to one workspace."""
+
+    def __init__(self, workspace: Path, config: SandboxConfig | None = None,
+                 read_roots: Iterable[Path] = ()) -> None:
+        self.workspace = Path(workspace).resolve()
+        self.config = config or SandboxConfig()
+        roots = [*self.config.extra_read_roots, *read_roots]
+        self.read_roots = tuple(Path(root).resolve() for root in roots)
+
+    def check_call(self, tool: Tool, policy: ToolPolicy) -> None:
+        """Refuse a call the policy or sandbox does not allow (also catches tools never offered)."""
+        if not policy.permits(tool):
+            raise ToolRefused(f"The tool '{tool.name}' is not allowed by this agent's tool policy.")
+        if tool.name in EXEC_TOOLS and not self.config.allow_exec:
+            raise ToolRefused(
+                "Running commands is turned off for this agent "
+                "(enable it with SandboxConfig(allow_exec=True))."
+            )
+        if tool.name in WRITE_TOOLS and not self.config.allow_write:
+            raise ToolRefused(
+                "Writing files is turned off for this agent (SandboxConfig(allow_write=False))."
+            )
+
+    def offered(self, tools: Iterable[Tool], policy: ToolPolicy) -> list[Tool]:
+        """The tools to show the model: what the policy permits and the sandbox would let run."""
+        offered = []
+        for item in policy.filter(tools):
+            if item.name in EXEC_TOOLS and not self.config.allow_exec:
+                continue
+            if item.name in WRITE_TOOLS and not self.config.allow_write:
+                continue
+            offered.append(item)
+        return offered
+
+    def resolve_path(self, path: str | os.PathLike[str], *, write: bool = False) -> Path:
+        """Resolve a model-given path against the workspace and confine it.
+
+        Relative paths are taken from the workspace, never from the process's current directory.
+        Symlinks are resolved before the check, so a link pointing outside is refused too.
+        """
+        raw = os.fspath(path)
+        if not raw or "\x00" in raw:
+            raise ToolRefused("Path is empty or contains a NUL byte.")
+        candidate = Path(os.path.expanduser(raw)) if raw.startswith("~") else Path(raw)
+        if not candidate.is_absolute():
+            candidate = self.workspace / candidate
+        resolved = candidate.resolve()
+        if not self.config.enabled:
+            return resolved
+        if _inside(resolved, self.workspace):
+            return resolved
+        if not write and any(_inside(resolved, root) for root in self.read_roots):
+            return resolved
+        shown = raw if len(raw) < 200 else raw[:200] + "..."
+        reason = "resolves (through a symlink) to" if candidate.is_symlink() or _has_symlink(
+            candidate) else "is"
+        raise ToolRefused(
+            f"Path '{shown}' {reason} outside the workspace {self.workspace}; "
+            "file tools only work inside it."
+        )
+
+    def relative(self, path: Path) -> str:
+        """A path as shown to the model: relative to the workspace when inside it."""
+        try:
+            return str(path.relative_to(self.workspace)) or "."
+        except ValueError:
+            return str(path)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _has_symlink(path: Path) -> bool:
+    current = path
+    while current != current.parent:
+        if current.is_symlink():
+            return True
+        current = current.parent
+    return False
