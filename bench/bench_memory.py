@@ -10,6 +10,7 @@ query, score each line as matching terms + 0.5 per matching tag + 0.3 x recency,
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import sys
@@ -36,6 +37,10 @@ _CHINESE = (
     "数据库 部署 会议 决定 客户 项目 预算 测试 服务器 设计 用户 需求 上线 版本 问题 修复 文档 计划 团队 周报 "
     "合同 发票 性能 缓存 日志 监控 报警 接口 前端 后端 迁移 备份 权限 账号 密码 支付 订单 报表 审核 培训"
 ).split()
+_HANZI = (
+    "的一是在人有我他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么"
+    "心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样"
+)
 _TAGS = [f"t{n}" for n in range(10)] + "deploy people todo decision budget infra travel health family ops".split()
 
 
@@ -56,12 +61,25 @@ def _zipf_weights(size: int) -> list[float]:
     return weights
 
 
+def _chinese_vocabulary(rng: random.Random, size: int = 800) -> list[str]:
+    words = set(_CHINESE)
+    while len(words) < size:
+        words.add("".join(rng.choice(_HANZI) for _ in range(rng.choice((2, 2, 2, 3)))))
+    ordered = sorted(words - set(_CHINESE))
+    rng.shuffle(ordered)
+    for word in _CHINESE:  # the named words are common but not the most common ones
+        ordered.insert(rng.randrange(20, 300), word)
+    return ordered
+
+
 def generate_corpus(root: Path, seed: int = SEED) -> tuple[list[str], int]:
     """Write the daily files under `root/memory`; returns (vocabulary, total lines)."""
     rng = random.Random(seed)
     vocabulary = _vocabulary(rng)
     rng.shuffle(vocabulary)
     cumulative = _zipf_weights(len(vocabulary))
+    chinese = _chinese_vocabulary(rng)
+    chinese_weights = _zipf_weights(len(chinese))
     folder = root / "memory"
     folder.mkdir(parents=True, exist_ok=True)
     total = 0
@@ -71,14 +89,17 @@ def generate_corpus(root: Path, seed: int = SEED) -> tuple[list[str], int]:
         while len(lines) < LINES_PER_FILE:
             minute = rng.randrange(24 * 60)
             if rng.random() < 0.25:
-                words = [rng.choice(_CHINESE) for _ in range(rng.randint(3, 7))]
+                words = rng.choices(chinese, cum_weights=chinese_weights, k=rng.randint(3, 7))
                 sentence = "".join(words) + "。"
             else:
                 count = rng.randint(5, 14)
                 sentence = " ".join(rng.choices(vocabulary, cum_weights=cumulative, k=count))
             tags = "".join(f" #{rng.choice(_TAGS)}" for _ in range(rng.choice((0, 0, 1, 1, 2))))
             lines.append(f"- {minute // 60:02d}:{minute % 60:02d} {sentence}{tags}")
-        (folder / f"{day.isoformat()}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        path = folder / f"{day.isoformat()}.md"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        written = datetime(day.year, day.month, day.day, 23, 0, tzinfo=timezone.utc).timestamp()
+        os.utime(path, (written, written))  # old notes are old: no file is within an mtime tick
         total += len(lines)
     return vocabulary, total
 

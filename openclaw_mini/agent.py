@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -35,7 +36,9 @@ from .tools.policy import Sandbox, SandboxConfig, ToolPolicy
 from .transcript import CompactionEntry, CustomEntry, MessageEntry, build_messages
 
 if TYPE_CHECKING:
+    from .context.bootstrap import BootstrapLoader
     from .heartbeat import HeartbeatConfig, HeartbeatRunner
+    from .skills import SkillLoader, SkillSnapshot
     from .heartbeat.runner import HeartbeatOutcome, HeartbeatStatus
 
 __all__ = ["Agent", "MissingAPIKeyError"]
@@ -145,10 +148,16 @@ class Agent:
         self._registry = ToolRegistry(self._builtin_tools())
         for item in tools:
             self._registry.add(item)
-        self._sandbox = Sandbox(self.workspace, self.config.sandbox, read_roots=self._read_roots())
+        self._skill_loader: SkillLoader | None = None
+        if self.config.enable_skills:
+            from .skills import SkillLoader
+
+            self._skill_loader = SkillLoader(self.workspace)
+        # Bundled and user skill folders stay readable with the sandbox on: the prompt points there.
+        read_roots = self._skill_loader.read_roots if self._skill_loader is not None else ()
+        self._sandbox = Sandbox(self.workspace, self.config.sandbox, read_roots=read_roots)
         self._heartbeat: HeartbeatRunner | None = None
-        self._bootstrap_loader: Any = None
-        self._skill_loader: Any = None
+        self._bootstrap_loader: BootstrapLoader | None = None
 
     # -- construction helpers ------------------------------------------------------------
 
@@ -162,13 +171,6 @@ class Agent:
 
             found.extend(MEMORY_TOOLS)
         return found
-
-    def _read_roots(self) -> list[Path]:
-        if not self.config.enable_skills:
-            return []
-        from .skills import bundled_skills_dir
-
-        return [bundled_skills_dir()]
 
     @property
     def model(self) -> Model:
@@ -284,21 +286,19 @@ class Agent:
             emit(RunEvent("warning", name, text=warning))
         state.warnings.clear()
 
-        user_content = self._user_content(text, name, emit)
+        skills = await self._skills_snapshot(name, emit)
+        user_content = self._user_content(text, skills)
         user_entry = MessageEntry(role="user", content=user_content)
         await self._persist(state, user_entry)
         self._append_user(state, user_content)
 
-        request = self._base_request(key, emit)
+        request = self._base_request(key, skills, emit)
         hooks = LoopHooks(
             emit=emit,
             persist=lambda entry: self._persist(state, entry),
             prepare=lambda conv: self._prepare(state, request, emit),
             on_overflow=lambda conv: self._compact(state, request, emit, reason="overflow"),
-            tool_context=lambda tool_use_id: ToolContext(
-                workspace=self.workspace, session_key=name, agent_id=self.config.agent_id,
-                sandbox=self._sandbox, tool_use_id=tool_use_id, extras=self.extras,
-            ),
+            tool_context=self._tool_context(name),
         )
         outcome = await run_tool_loop(
             model=self.model,
@@ -316,35 +316,41 @@ class Agent:
             stop_reason=outcome.stop_reason, turns=outcome.turns,
         )
 
-    def _user_content(self, text: str, session_key: str, emit: Callable[[RunEvent], None]) -> list[dict[str, Any]]:
-        """The user message, with a matched skill's body injected ahead of the user's input."""
-        if self.config.enable_skills and text.strip():
+    def _tool_context(self, session_key: str) -> Callable[[str], ToolContext]:
+        def make(tool_use_id: str) -> ToolContext:
+            return ToolContext(workspace=self.workspace, session_key=session_key,
+                               agent_id=self.config.agent_id, sandbox=self._sandbox,
+                               tool_use_id=tool_use_id, extras=self.extras)
+
+        return make
+
+    def _user_content(self, text: str, skills: SkillSnapshot | None) -> list[dict[str, Any]]:
+        """The user message; a skill the message invokes has its body injected ahead of the input.
+
+        The injection is part of the user turn (and so of the transcript), so follow-up turns still
+        know which instructions the agent was following.
+        """
+        if skills is not None and text.strip():
             from .skills import match_skill
 
-            snapshot = self._skills_snapshot(session_key, emit)
-            match = match_skill(snapshot, text) if snapshot is not None else None
+            match = match_skill(skills, text)
             if match is not None:
-                remaining = match.remaining.strip() or "(no further input)"
-                return [
-                    {"type": "text", "text": match.injection()},
-                    {"type": "text", "text": remaining},
-                ]
+                return [{"type": "text", "text": match.injection()},
+                        {"type": "text", "text": match.user_text}]
         return [{"type": "text", "text": text}]
 
-    def _skills_snapshot(self, session_key: str, emit: Callable[[RunEvent], None]) -> Any:
-        from .skills import SkillLoader
-
+    async def _skills_snapshot(self, session_key: str, emit: Callable[[RunEvent], None]) -> SkillSnapshot | None:
         if self._skill_loader is None:
-            self._skill_loader = SkillLoader(self.workspace)
+            return None
         try:
-            snapshot = self._skill_loader.load()
+            return await self._skill_loader.aload()
         except Exception as exc:  # skills must never break a run
             emit(RunEvent("warning", session_key, text=f"Skills could not be loaded: {exc}"))
             return None
-        return snapshot
 
-    def _base_request(self, key: SessionKey, emit: Callable[[RunEvent], None]) -> ModelRequest:
-        stable, dynamic = self._system_prompt(key, emit)
+    def _base_request(self, key: SessionKey, skills: SkillSnapshot | None,
+                       emit: Callable[[RunEvent], None]) -> ModelRequest:
+        stable, dynamic = self._system_prompt(key, skills, emit)
         return ModelRequest(
             model=self.config.model,
             messages=[],
@@ -355,7 +361,8 @@ class Agent:
             thinking_budget_tokens=self.config.thinking_budget_tokens,
         )
 
-    def _system_prompt(self, key: SessionKey, emit: Callable[[RunEvent], None]) -> tuple[str, str]:
+    def _system_prompt(self, key: SessionKey, skills: SkillSnapshot | None,
+                       emit: Callable[[RunEvent], None]) -> tuple[str, str]:
         from .context.bootstrap import BootstrapLoader
         from .context.prompt import build_system_prompt
 
@@ -368,14 +375,12 @@ class Agent:
             for warning in bootstrap.warnings:
                 emit(RunEvent("warning", name, text=warning))
         skills_block = ""
-        if self.config.enable_skills:
+        if skills is not None:
             from .skills import render_skills_prompt
 
-            snapshot = self._skills_snapshot(name, emit)
-            if snapshot is not None:
-                skills_block, skill_warnings = render_skills_prompt(snapshot)
-                for warning in skill_warnings:
-                    emit(RunEvent("warning", name, text=warning))
+            skills_block, skill_warnings = render_skills_prompt(skills)
+            for warning in skill_warnings:
+                emit(RunEvent("warning", name, text=warning))
         memory_guidance = None
         if self.config.enable_memory:
             from .memory import MEMORY_PROMPT_GUIDANCE
@@ -413,7 +418,9 @@ class Agent:
         loaded: LoadedSession = await self.sessions.load(key)
         state = _SessionState(key=key, entries=loaded.entries, messages=build_messages(loaded.entries),
                               file_size=size, warnings=list(loaded.warnings))
-        state.flushed_this_cycle = _flushed_since_compaction(loaded.entries)
+        from .context.compaction import flushed_since_compaction
+
+        state.flushed_this_cycle = flushed_since_compaction(loaded.entries)
         self._states[name] = state
         return state
 
@@ -429,7 +436,7 @@ class Agent:
                 usage.get("input_tokens", 0) + usage.get("cache_creation_input_tokens", 0)
                 + usage.get("cache_read_input_tokens", 0) + usage.get("output_tokens", 0)
             )
-            state.messages_at_usage = len(state.messages) + 1
+            state.messages_at_usage = len(state.messages)  # the loop appends before persisting
 
     def _append_user(self, state: _SessionState, content: list[dict[str, Any]]) -> None:
         """Add a user message to the API history, merging into a trailing user message."""
@@ -442,43 +449,55 @@ class Agent:
     # -- context: pruning, compaction, memory flush --------------------------------------
 
     def _estimate_tokens(self, state: _SessionState, request: ModelRequest) -> int:
-        from .context.compaction import estimate_messages_tokens, estimate_tokens
+        """The next request's size: the API's last report plus an estimate of what came since."""
+        from .context.compaction import estimate_context_tokens
 
-        if state.last_context_tokens is not None and state.messages_at_usage <= len(state.messages):
-            return state.last_context_tokens + estimate_messages_tokens(state.messages[state.messages_at_usage:])
-        system = estimate_tokens(request.system_stable + request.system_dynamic)
-        tools = sum(len(str(t)) for t in request.tools) // 4
-        return system + tools + estimate_messages_tokens(state.messages)
+        fixed = self._fixed_tokens(request) if state.last_context_tokens is None else 0
+        return estimate_context_tokens(
+            state.messages, fixed_tokens=fixed, reported_tokens=state.last_context_tokens,
+            reported_messages=state.messages_at_usage,
+        )
+
+    @staticmethod
+    def _fixed_tokens(request: ModelRequest) -> int:
+        """What every request carries besides the messages: system prompt and tool definitions."""
+        from .context.compaction import estimate_tokens
+
+        tools = sum(len(json.dumps(definition)) for definition in request.tools)
+        return estimate_tokens(request.system_stable + request.system_dynamic) + tools // 4
 
     async def _prepare(self, state: _SessionState, request: ModelRequest,
                        emit: Callable[[RunEvent], None]) -> list[dict[str, Any]]:
-        if self.config.enable_context and self.config.compaction.enabled:
+        """Before each request: memory flush and compaction when due, then pruning by size."""
+        if not self.config.enable_context:
+            return state.messages
+        window = self.config.context_window_tokens
+        estimate = self._estimate_tokens(state, request)
+        if self.config.compaction.enabled:
             from .context.compaction import should_compact, should_flush_memory
 
-            window = self.config.context_window_tokens
-            estimate = self._estimate_tokens(state, request)
-            if (self.config.enable_memory and self.config.compaction.memory_flush
-                    and not state.flushed_this_cycle
+            if (self.config.enable_memory and not state.flushed_this_cycle
                     and should_flush_memory(estimate, window, self.config.compaction)):
-                await self._memory_flush(state, request, emit)
+                await self._memory_flush(state, request, estimate)
                 estimate = self._estimate_tokens(state, request)
             if should_compact(estimate, window, self.config.compaction):
                 await self._compact(state, request, emit, reason="threshold")
-        if self.config.enable_context and self.config.pruning.enabled:
+                estimate = self._estimate_tokens(state, request)
+        if self.config.pruning.enabled:
             from .context.pruning import prune_messages
 
-            return prune_messages(state.messages, context_window_tokens=self.config.context_window_tokens,
+            # Sized on the full history each time: the API's usage reflects the pruned request.
+            return prune_messages(state.messages, context_window_tokens=window,
                                   config=self.config.pruning).messages
         return state.messages
 
-    async def _memory_flush(self, state: _SessionState, request: ModelRequest,
-                            emit: Callable[[RunEvent], None]) -> None:
-        """One silent turn, before any summary, that lets the model save durable facts."""
-        from .context.compaction import MEMORY_FLUSH_PROMPT, is_silent_reply
+    async def _memory_flush(self, state: _SessionState, request: ModelRequest, estimate: int) -> None:
+        """One silent turn, before any summary, that lets the model save durable facts to memory."""
+        from .context.compaction import is_silent_reply, make_flush_marker, memory_flush_prompt
 
         state.flushed_this_cycle = True
         name = str(state.key)
-        content = [{"type": "text", "text": MEMORY_FLUSH_PROMPT}]
+        content = [{"type": "text", "text": memory_flush_prompt(self._now().date())}]
         await self._persist(state, MessageEntry(role="user", content=content, hidden=True))
         self._append_user(state, content)
         allowed = {"memory_write", "memory_search", "memory_get", "read", "write", "edit"}
@@ -493,7 +512,7 @@ class Agent:
             entry.hidden = True
             await self._persist(state, entry)
 
-        async def same(conv: Any) -> list[dict[str, Any]]:
+        async def unchanged(conv: Any) -> list[dict[str, Any]]:
             return state.messages
 
         async def no_overflow(conv: Any) -> bool:
@@ -502,50 +521,50 @@ class Agent:
         outcome = await run_tool_loop(
             model=self.model, conversation=state, base_request=flush_request, tools=tools,
             policy=self.config.tool_policy, sandbox=self._sandbox,
-            hooks=LoopHooks(
-                emit=lambda event: None, persist=persist_hidden, prepare=same, on_overflow=no_overflow,
-                tool_context=lambda tool_use_id: ToolContext(
-                    workspace=self.workspace, session_key=name, agent_id=self.config.agent_id,
-                    sandbox=self._sandbox, tool_use_id=tool_use_id, extras=self.extras),
-            ),
+            hooks=LoopHooks(emit=lambda event: None, persist=persist_hidden, prepare=unchanged,
+                            on_overflow=no_overflow, tool_context=self._tool_context(name)),
             max_turns=4, session_key=name,
         )
-        await self._persist(state, CustomEntry(custom_type="memory_flush", data={
-            "silent": is_silent_reply(outcome.text), "tool_calls": len(outcome.tool_calls)}))
-        if not is_silent_reply(outcome.text) and outcome.text.strip():
-            emit(RunEvent("warning", name, text=f"Memory flush: {outcome.text.strip()[:200]}"))
+        await self._persist(state, make_flush_marker(estimate))
+        if not is_silent_reply(outcome.text):
+            log.info("memory flush on %s replied: %s", name, outcome.text[:200])
 
     async def _compact(self, state: _SessionState, request: ModelRequest,
                        emit: Callable[[RunEvent], None], *, reason: str) -> bool:
+        """Summarise the older part of the history; the transcript keeps every entry."""
         from .context.compaction import (
             build_summary_request,
             effective_limits,
-            estimate_messages_tokens,
             make_compaction_entry,
             plan_compaction,
             summarize,
+            summary_max_tokens,
         )
 
-        _, keep_recent = effective_limits(self.config.context_window_tokens, self.config.compaction)
+        window = self.config.context_window_tokens
+        reserve, keep_recent = effective_limits(window, self.config.compaction)
+        budget = summary_max_tokens(window, self.config.compaction)
+        # In a small window the system prompt and tool definitions take a real share: what is
+        # kept verbatim must fit beside them, the reserve and the summary.
+        room = window - reserve - budget - self._fixed_tokens(request)
+        keep_recent = max(min(keep_recent, room), window // 10)
         plan = plan_compaction(state.entries, keep_recent_tokens=keep_recent)
         if plan is None:
             return False
         summary_request = build_summary_request(
-            plan, model=self.config.model, max_tokens=min(self.config.compaction.summary_max_tokens,
-                                                          self.config.max_tokens))
+            plan, model=self.config.model, max_tokens=min(budget, self.config.max_tokens),
+            max_input_tokens=max(window - budget - 1_000, 256),
+        )
         summary, _usage = await summarize(self.model, summary_request)
-        provisional = make_compaction_entry(plan, summary, 0)
-        trial = [*state.entries, provisional]
-        new_messages = build_messages(trial)
-        provisional.tokens_after = estimate_messages_tokens(new_messages)
-        await self._persist(state, provisional)
-        state.messages = new_messages
+        entry = make_compaction_entry(plan, summary, plan.tokens_after(summary))
+        await self._persist(state, entry)
+        state.messages = build_messages(state.entries)
         state.last_context_tokens = None
         state.messages_at_usage = 0
         state.flushed_this_cycle = False
         emit(RunEvent("compaction", str(state.key), data={
-            "reason": reason, "tokens_before": provisional.tokens_before,
-            "tokens_after": provisional.tokens_after, "summary": summary,
+            "reason": reason, "tokens_before": entry.tokens_before,
+            "tokens_after": entry.tokens_after, "summary": summary,
         }))
         return True
 
@@ -556,7 +575,8 @@ class Agent:
         events: list[RunEvent] = []
         async with self._lanes.lane(str(key)):
             state = await self._load_state(key)
-            request = self._base_request(key, events.append)
+            request = self._base_request(key, await self._skills_snapshot(str(key), events.append),
+                                         events.append)
             done = await self._compact(state, request, events.append, reason="manual")
         if not done:
             return None
@@ -659,13 +679,3 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _flushed_since_compaction(entries: Sequence[AnyEntry]) -> bool:
-    for entry in reversed(entries):
-        if isinstance(entry, CompactionEntry):
-            return False
-        if isinstance(entry, CustomEntry) and entry.custom_type == "memory_flush":
-            return True
-    return False
-

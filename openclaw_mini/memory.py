@@ -15,10 +15,12 @@ Tokenisation (why CJK bigrams and not the FTS5 `trigram` tokenizer): text is pre
 Python, CJK runs become overlapping bigrams plus the run's last character (so a one-character
 query can still be answered by a prefix query), and other words pass through; the result goes into
 one FTS5 table with `porter unicode61` (case folding, diacritics, English stems). Measured on the
-benchmark corpus (50,000 lines, 200 files, a quarter of the lines Chinese) against a `unicode61`
-table plus a `trigram` table: the bigram index built in 2.0 s vs 3.9 s, was 12 MB vs 31 MB, and
-answered in 0.6 ms vs 1.4 ms p50. Above all, trigrams cannot match a query shorter than three
-characters, and most Chinese words are two characters long ("数据", "决定"); bigrams can.
+benchmark corpus (50,000 lines in 200 files, a quarter of the lines Chinese) against a `unicode61`
+table plus a `trigram` table over the same chunks: the bigram index built in 2.8 s vs 3.8 s and took
+16 MB vs 33 MB; raw FTS query times were alike (p50 0.32 vs 0.28 ms). The deciding difference: a
+trigram cannot match a query shorter than three characters, and most Chinese words are two
+characters long ("数据", "决定"): all 40 of the benchmark's two-character Chinese queries found
+nothing in the trigram table, while the bigram index answers them (and one-character queries).
 
 Score, in 0..1 (see `MemoryConfig` for the weights):
   relevance = keyword, or 0.7 * cosine + 0.3 * keyword when an `Embedder` is configured
@@ -42,7 +44,6 @@ import operator
 import os
 import re
 import sqlite3
-import stat
 import threading
 import time
 import unicodedata
@@ -521,6 +522,8 @@ class MemoryStore:
         self._closed = False
         self._vectors = _VectorCache()
         self._vectors_checked = False
+        self._known: tuple[int, dict[str, tuple[Any, ...]]] | None = None
+        """Rows of the `files` table as of an index generation (re-read only when it moves)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -543,6 +546,7 @@ class MemoryStore:
         self._conn = None
         self._db_identity = None
         self._vectors = _VectorCache()
+        self._known = None
 
     def now(self) -> datetime:
         """The current time in the store's timezone (from the injected clock when given)."""
@@ -833,10 +837,17 @@ class MemoryStore:
 
     def _sync_once(self, conn: sqlite3.Connection, force: bool = False) -> SyncStats:
         disk = self._discover()
-        known: dict[str, tuple[Any, ...]] = {
-            row[0]: row
-            for row in conn.execute("SELECT path, id, mtime_ns, size, hash, status, racy, note FROM files")
-        }
+        generation = _generation(conn)
+        if self._known is not None and self._known[0] == generation:
+            known = self._known[1]
+        else:
+            known = {
+                row[0]: row
+                for row in conn.execute(
+                    "SELECT path, id, mtime_ns, size, hash, status, racy, note FROM files"
+                )
+            }
+            self._known = (generation, known)
         stats = SyncStats(files=len(disk))
         for rel, row in known.items():
             if row[5] == "skipped" and rel in disk and row[7]:
@@ -867,8 +878,7 @@ class MemoryStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             changed = self._apply(conn, prepared, gone, stats)
-            if changed:
-                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            _bump_generation(conn)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -878,7 +888,7 @@ class MemoryStore:
         return stats
 
     def _prepare(
-        self, rel: str, full: Path, listed: os.stat_result, known_hash: str | None
+        self, rel: str, full: str, listed: os.stat_result, known_hash: str | None
     ) -> _Prepared | None:
         """Read, hash and chunk one file (outside any transaction, so other processes keep going)."""
         try:
@@ -894,7 +904,7 @@ class MemoryStore:
                 rel, listed.st_mtime_ns, listed.st_size, "unreadable", False, "skipped", [], note
             )
         digest = hashlib.sha256(data).hexdigest()
-        racy = time.time_ns() - info.st_mtime_ns < _RACY_NS
+        racy = abs(time.time_ns() - info.st_mtime_ns) < _RACY_NS
         if known_hash == digest:
             return _Prepared(rel, info.st_mtime_ns, info.st_size, digest, racy, "", None)
         try:
@@ -1069,7 +1079,7 @@ class MemoryStore:
                 "INSERT OR REPLACE INTO embed_cache (key, vec) VALUES (?, ?)",
                 [(key, blob) for _, blob, key in fresh],
             )
-            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            _bump_generation(conn)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -1079,7 +1089,7 @@ class MemoryStore:
     def _vector_candidates(self, conn: sqlite3.Connection, query: str, count: int) -> dict[int, float]:
         """Top `count` chunks by cosine similarity to the query (a linear pass over cached vectors)."""
         assert self.embedder is not None
-        generation = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        generation = _generation(conn)
         if self._vectors.generation != generation:
             cache = _VectorCache(generation=generation)
             for chunk_id, blob in conn.execute(
@@ -1134,9 +1144,11 @@ class MemoryStore:
                     cand.coverage = 1.0
                     candidates[cand.chunk_id] = cand
             elif len(terms) > 1:
-                rows = self._fts(conn, " OR ".join(t.fts for t in terms), wanted)
-                self._coverage(conn, rows, terms)
-                candidates = {cand.chunk_id: cand for cand in rows}
+                present = [t for t in terms if self._occurs(conn, t)]
+                if present:
+                    rows = self._fts(conn, " OR ".join(t.fts for t in present), wanted)
+                    self._coverage(conn, rows, present, len(terms))
+                    candidates = {cand.chunk_id: cand for cand in rows}
         if self.embedder is not None and query.strip():
             similar = self._vector_candidates(conn, query, wanted)
             missing = [chunk_id for chunk_id in similar if chunk_id not in candidates]
@@ -1177,8 +1189,15 @@ class MemoryStore:
         ]
 
     @staticmethod
-    def _coverage(conn: sqlite3.Connection, rows: list[_Candidate], terms: list[_Term]) -> None:
-        """Share of query terms each OR-candidate contains, asked of FTS5 so stemming agrees."""
+    def _occurs(conn: sqlite3.Connection, term: _Term) -> bool:
+        return (
+            conn.execute("SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1", (term.fts,)).fetchone()
+            is not None
+        )
+
+    @staticmethod
+    def _coverage(conn: sqlite3.Connection, rows: list[_Candidate], terms: list[_Term], total: int) -> None:
+        """Share of all `total` query terms each OR-candidate contains, asked of FTS5 so stemming agrees."""
         if not rows:
             return
         ids = [cand.chunk_id for cand in rows]
@@ -1191,7 +1210,7 @@ class MemoryStore:
             ):
                 hits[rowid] += 1
         for cand in rows:
-            cand.coverage = hits[cand.chunk_id] / len(terms)
+            cand.coverage = hits[cand.chunk_id] / total
 
     def _rank(
         self, candidates: list[_Candidate], terms: list[_Term], limit: int, min_score: float
@@ -1244,6 +1263,15 @@ class MemoryStore:
                     "chunks": _count_chunks(conn),
                 }
             )
+
+
+def _generation(conn: sqlite3.Connection) -> int:
+    """Counter bumped by every committed index change, by any process: a cheap staleness check."""
+    return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+
+def _bump_generation(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 
 
 def _count_chunks(conn: sqlite3.Connection) -> int:

@@ -53,7 +53,7 @@ async def make_agent(workspace: Path, fake_server: FakeAnthropicServer) -> Async
 
     def build(**overrides: Any) -> Agent:
         options: dict[str, Any] = {"workspace_dir": workspace, "api_key": "test-key",
-                                   "base_url": fake_server.url, "max_retries": 2, "enable_memory": False}
+                                   "base_url": fake_server.url, "max_retries": 2}
         options.update(overrides)
         agent = Agent(**options)
         agents.append(agent)

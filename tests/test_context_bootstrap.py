@@ -260,3 +260,12 @@ async def test_aload_runs_off_loop(workspace: Path) -> None:
 def test_missing_workspace_is_empty(tmp_path: Path) -> None:
     context = BootstrapLoader(tmp_path / "nope").load()
     assert context.files == [] and context.warnings == []
+
+
+def test_per_file_cap_too_small_for_a_marker_drops_with_reason(workspace: Path) -> None:
+    config = BootstrapConfig(max_chars_per_file=100)
+    (workspace / "AGENTS.md").write_text("short enough", encoding="utf-8")
+    (workspace / "SOUL.md").write_text("s" * 1_000, encoding="utf-8")
+    context = BootstrapLoader(workspace, config).load()
+    assert [f.name for f in context.files] == ["AGENTS.md"]
+    assert "SOUL.md" in context.warnings[0] and "per-file limit" in context.warnings[0]

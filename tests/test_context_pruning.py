@@ -191,3 +191,18 @@ def test_soft_trim_text_short_text_unchanged() -> None:
     assert soft_trim_text("abc", 10, 10) == "abc"
     trimmed = soft_trim_text("a" * 100 + "b" * 100, 10, 5)
     assert trimmed.startswith("a" * 10) and trimmed.endswith("b" * 5) and "185" in trimmed
+
+
+def test_cjk_results_are_trimmed_by_weighted_size() -> None:
+    cjk = "漢字" * 1_500  # 3,000 characters, ~3,000 tokens: as heavy as 12,000 ASCII characters
+    ascii_text = "a" * 3_000  # ~750 tokens: below the trim minimum
+    messages = [user("go"), call("t1"), result("t1", cjk), call("t2"), result("t2", ascii_text)]
+    messages += [call("t3"), result("t3", "ok"), call("t4"), result("t4", "ok"), answer("done")]
+    out = prune_messages(
+        messages, context_window_tokens=8_000, config=PruningConfig(min_prunable_chars=10**9)
+    )
+    assert out.soft_trimmed == 1
+    trimmed = out.messages[2]["content"][0]["content"]
+    assert trimmed.startswith("漢字" * 180) and trimmed.endswith("漢字" * 180)
+    assert len(trimmed) < 1_000  # 1,500 + 1,500 weighted characters kept ~ 750 CJK characters
+    assert out.messages[4] is messages[4]

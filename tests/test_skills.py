@@ -742,3 +742,35 @@ def test_skill_model_is_immutable(tmp_path: Path) -> None:
     assert isinstance(skill, Skill)
     with pytest.raises(Exception, match="frozen"):
         skill.name = "other"  # type: ignore[misc]
+
+
+def test_odd_yaml_values(tmp_path: Path) -> None:
+    dated = write_skill(tmp_path, "dated", "id: 42\ndescription: 2024-01-01")
+    skill, warnings = parse_skill_file(dated)
+    assert warnings == [] and skill is not None
+    assert (skill.name, skill.description) == ("42", "2024-01-01")
+    mapped = write_skill(tmp_path, "mapped", "description: d\ntriggers: {a: 1}")
+    skill, warnings = parse_skill_file(mapped)
+    assert skill is None
+    assert warnings[0].line == 3 and "'triggers'" in warnings[0].message
+    spaced = write_skill(tmp_path, "spaced", "name: two words\ndescription: d")
+    skill, warnings = parse_skill_file(spaced)
+    assert skill is None and warnings[0].line == 2 and "one word" in warnings[0].message
+
+
+def test_unexpected_error_in_one_file_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace = tmp_path / "ws"
+    write_skill(workspace / "skills", "fine", "description: fine")
+    write_skill(workspace / "skills", "explodes", "description: boom")
+    real_parse = skills_module._parse_path
+
+    def flaky(path: Path, *args: object) -> object:
+        if path.parent.name == "explodes":
+            raise RuntimeError("parser bug")
+        return real_parse(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(skills_module, "_parse_path", flaky)
+    snapshot = make_loader(workspace, tmp_path).load()
+    assert [skill.name for skill in snapshot.skills] == ["fine"]
+    assert snapshot.warnings[0].path.parent.name == "explodes"
+    assert "RuntimeError: parser bug" in snapshot.warnings[0].message

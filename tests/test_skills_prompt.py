@@ -200,3 +200,14 @@ def test_skill_creator_documents_both_forms() -> None:
         "skills/<name>/SKILL.md",
     ):
         assert needle in body
+
+
+def test_prompt_is_memoised_per_snapshot(tmp_path: Path) -> None:
+    snapshot = snapshot_with(tmp_path, 160)
+    first_text, first_warnings = render_skills_prompt(snapshot)
+    first_warnings.append("caller scribbles on its copy")
+    second_text, second_warnings = render_skills_prompt(snapshot)
+    assert second_text is first_text
+    assert second_warnings == ["10 of 160 skills left out of the prompt (cap 150 skills)"]
+    other_text, _ = render_skills_prompt(snapshot, max_skills=5)
+    assert len(listed_names(other_text)) == 5

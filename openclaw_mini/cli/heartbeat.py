@@ -35,6 +35,13 @@ TimezoneOption = typer.Option(
 )
 
 
+def escape(text: str) -> str:
+    """Rich-escape user text (task names, replies) so `[x]` is shown, not read as markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"Error: {message}", err=True)
     return typer.Exit(code=2)
@@ -106,19 +113,21 @@ def _render_status(console: Console, status: HeartbeatStatus) -> None:
 
     now = status.now
     state = "on" if status.enabled else "off"
-    console.print(f"[bold]Heartbeat[/bold]  every {status.every} ({state}), timezone {status.timezone}")
+    console.print(
+        f"[bold]Heartbeat[/bold]  every {status.every} ({state}), timezone {escape(status.timezone)}"
+    )
     if status.active_hours is None:
         console.print("Active hours  always")
     else:
         inside = "inside the window now" if status.in_active_hours else "outside the window now"
-        console.print(f"Active hours  {status.active_hours} ({inside})")
+        console.print(f"Active hours  {escape(status.active_hours)} ({inside})")
     console.print(f"Next run      {_when(status.next_run_at, now)}")
     if status.cron_next_at is not None:
         console.print(f"Next cron     {_when(status.cron_next_at, now)}")
     session = "fresh per run" if status.isolated_session else status.session
     console.print(f"Session       {session}")
     verdict = "[green]would run[/green]" if status.would_run else "[yellow]would skip[/yellow]"
-    console.print(f"Right now     {verdict}: {status.would_reason}")
+    console.print(f"Right now     {verdict}: {escape(status.would_reason)}", highlight=False)
     if not status.file_exists:
         console.print(f"HEARTBEAT.md  missing at {status.heartbeat_file} (the heartbeat still runs)")
     if status.tasks:
@@ -129,7 +138,7 @@ def _render_status(console: Console, status: HeartbeatStatus) -> None:
             next_due = "every heartbeat" if task.next_due_at is None else _when(task.next_due_at, now)
             table.add_row(
                 str(task.line),
-                task.name,
+                escape(task.name),
                 task.schedule,
                 "yes" if task.due else "no",
                 next_due,
@@ -141,12 +150,15 @@ def _render_status(console: Console, status: HeartbeatStatus) -> None:
     if status.done_tasks:
         console.print(f"Done          {len(status.done_tasks)} task(s) checked off")
     for problem in status.problems:
-        console.print(f"[red]Problem[/red]       {problem}", markup=True, highlight=False)
-    console.print(f"Last run      {_when(status.last_run_at, now)}  {status.last_outcome or ''}".rstrip())
+        console.print(f"[red]Problem[/red]       {escape(problem)}", highlight=False)
+    last = f"Last run      {_when(status.last_run_at, now)}  {status.last_outcome or ''}".rstrip()
+    console.print(escape(last), highlight=False)
     if status.last_delivery_at is not None:
         text = (status.last_delivery_text or "").replace("\n", " ")
         preview = text if len(text) <= 100 else text[:99] + "…"
-        console.print(f"Last delivery {_when(status.last_delivery_at, now)}: {preview}", highlight=False)
+        console.print(
+            escape(f"Last delivery {_when(status.last_delivery_at, now)}: {preview}"), highlight=False
+        )
     else:
         console.print("Last delivery -")
 
@@ -185,8 +197,8 @@ def _print_outcome(console: Console, outcome: HeartbeatOutcome) -> None:
         return  # the delivery itself was printed by deliver()
     color = {"ran": "green", "skipped": "yellow", "busy": "yellow", "error": "red"}[outcome.status]
     console.print(
-        f"[dim]{stamp}[/dim] [{color}]{outcome.status}[/{color}] {outcome.reason} "
-        f"[dim](reason {outcome.request_reason}, {outcome.tokens} tokens, "
+        f"[dim]{stamp}[/dim] [{color}]{outcome.status}[/{color}] {escape(outcome.reason)} "
+        f"[dim](reason {escape(outcome.request_reason)}, {outcome.tokens} tokens, "
         f"{outcome.duration_ms:.0f} ms)[/dim]",
         highlight=False,
     )
@@ -194,9 +206,11 @@ def _print_outcome(console: Console, outcome: HeartbeatOutcome) -> None:
 
 def _print_delivery(console: Console, text: str, request: HeartbeatRequest) -> None:
     from rich.panel import Panel
+    from rich.text import Text
 
     stamp = datetime.now().strftime("%H:%M:%S")
-    console.print(Panel(text, title=f"heartbeat {stamp} ({request.reason})", title_align="left"))
+    title = Text(f"heartbeat {stamp} ({request.reason})")
+    console.print(Panel(Text(text), title=title, title_align="left"))
 
 
 class _OutcomeHandler(logging.Handler):
@@ -295,7 +309,7 @@ def run(
             )
             if not current.would_run:
                 console.print(
-                    f"[yellow]A tick now would skip:[/yellow] {current.would_reason}", highlight=False
+                    f"[yellow]A tick now would skip:[/yellow] {escape(current.would_reason)}", highlight=False
                 )
             await asyncio.Event().wait()
         finally:

@@ -147,10 +147,16 @@ class BootstrapLoader:
             cap = min(config.max_chars_per_file, budget)
             content, truncated = self._fit(name, source, cap)
             if content is None:
+                why = (
+                    f"the per-file limit of {config.max_chars_per_file:,} characters is too small for a "
+                    "shortened copy"
+                    if cap == config.max_chars_per_file
+                    else f"the total limit of {config.max_total_chars:,} characters was used up by earlier "
+                    "files"
+                )
                 result.warnings.append(
                     f"Bootstrap file {name} ({source.original_chars:,} characters) was left out of the "
-                    f"prompt: the total limit of {config.max_total_chars:,} characters was used up by "
-                    "earlier files."
+                    f"prompt: {why}."
                 )
                 continue
             if truncated:

@@ -142,11 +142,10 @@ def entry_tokens(entry: AnyEntry) -> int:
 
 
 def _is_user_turn(entry: AnyEntry) -> bool:
-    return (
-        isinstance(entry, MessageEntry)
-        and entry.role == "user"
-        and not any(block.get("type") == "tool_result" for block in entry.content)
-    )
+    """A user message that is not a tool answer: the only place a cut may happen."""
+    if entry.__class__ is not MessageEntry or entry.role != "user":
+        return False
+    return not any(block.get("type") == "tool_result" for block in entry.content)
 
 
 def _active(entries: Sequence[AnyEntry]) -> tuple[list[AnyEntry], CompactionEntry | None]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import PruningConfig
-from .tokens import CHARS_PER_TOKEN, content_chars, message_chars, weighted_chars
+from .tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_CHARS, content_chars, weighted_chars
 
 __all__ = ["PruneResult", "prune_messages", "soft_trim_text"]
 
@@ -60,24 +60,31 @@ def _is_user_turn(message: dict[str, Any]) -> bool:
     return any(block.get("type") != "tool_result" for block in content or ())
 
 
+def _trim_text(text: str, config: PruningConfig) -> str | None:
+    """Head + tail of a long text, sized in weighted characters so CJK output is trimmed alike."""
+    weighted = weighted_chars(text)
+    if weighted <= config.soft_trim_min_chars:
+        return None
+    scale = len(text) / weighted  # 1.0 for ASCII, down to 0.25 for pure CJK
+    head = int(config.soft_trim_head_chars * scale)
+    tail = int(config.soft_trim_tail_chars * scale)
+    if head + tail >= len(text):
+        return None
+    return soft_trim_text(text, head, tail)
+
+
 def _trim_content(content: Any, config: PruningConfig) -> Any | None:
     """Soft-trimmed tool_result content, or None when it is not long enough to trim."""
     if isinstance(content, str):
-        if len(content) <= config.soft_trim_min_chars:
-            return None
-        return soft_trim_text(content, config.soft_trim_head_chars, config.soft_trim_tail_chars)
+        return _trim_text(content, config)
     if not isinstance(content, list):
         return None
-    texts = [block.get("text", "") for block in content if block.get("type") == "text"]
-    joined = "\n".join(texts)
-    if len(joined) <= config.soft_trim_min_chars:
+    joined = "\n".join(block.get("text", "") for block in content if block.get("type") == "text")
+    trimmed = _trim_text(joined, config)
+    if trimmed is None:
         return None
-    trimmed = {
-        "type": "text",
-        "text": soft_trim_text(joined, config.soft_trim_head_chars, config.soft_trim_tail_chars),
-    }
-    # Images are left for the hard clear: their size does not shrink by trimming.
-    return [trimmed, *(block for block in content if block.get("type") != "text")]
+    # Images are left for the hard clear: trimming does not make them smaller.
+    return [{"type": "text", "text": trimmed}, *(block for block in content if block.get("type") != "text")]
 
 
 def prune_messages(
@@ -93,9 +100,9 @@ def prune_messages(
     definitions): it counts towards the ratios but is never pruned. One linear pass when nothing
     is over the thresholds.
     """
-    total = fixed_tokens * CHARS_PER_TOKEN
+    total = fixed_tokens * CHARS_PER_TOKEN + MESSAGE_OVERHEAD_CHARS * len(messages)
     for message in messages:
-        total += message_chars(message)
+        total += content_chars(message.get("content"))
     tokens = -(-total // CHARS_PER_TOKEN)
     result = PruneResult(messages=list(messages), tokens_before=tokens, tokens_after=tokens)
     char_window = context_window_tokens * CHARS_PER_TOKEN
@@ -146,7 +153,7 @@ def prune_messages(
     for candidate in candidates:
         index, block_index, size = candidate
         if size <= min_chars:
-            continue  # weighted size bounds the text length: too short to trim
+            continue  # the text's weighted size is at most this: too short to trim
         trimmed = _trim_content(out[index]["content"][block_index].get("content"), config)
         if trimmed is not None:
             replace(index, block_index, trimmed)

@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "CHARS_PER_TOKEN",
     "IMAGE_CHARS",
+    "MESSAGE_OVERHEAD_CHARS",
     "block_chars",
     "content_chars",
     "estimate_messages_tokens",
@@ -29,7 +30,7 @@ CHARS_PER_TOKEN = 4
 IMAGE_CHARS = 8_000
 """An image counts as this many characters (~2,000 tokens) whatever its byte size."""
 _CJK_WEIGHT = CHARS_PER_TOKEN  # one CJK character ~ one token
-_MESSAGE_OVERHEAD_CHARS = 16  # role markers and block framing
+MESSAGE_OVERHEAD_CHARS = 16  # role markers and block framing
 _BLOCK_OVERHEAD_CHARS = 8
 _OTHER_BLOCK_CHARS = 200
 
@@ -105,6 +106,8 @@ def content_chars(content: str | Iterable[Mapping[str, Any]] | None) -> int:
             else:
                 total += content_chars(inner)
             total += _BLOCK_OVERHEAD_CHARS * 3
+        elif kind == "tool_use":
+            total += len(block.get("name", "")) + _value_chars(block.get("input")) + _BLOCK_OVERHEAD_CHARS * 3
         else:
             total += block_chars(block)
     return total
@@ -128,12 +131,12 @@ def block_chars(block: Mapping[str, Any]) -> int:
 
 def message_chars(message: Mapping[str, Any]) -> int:
     """Weighted characters of one Messages API message."""
-    return content_chars(message.get("content")) + _MESSAGE_OVERHEAD_CHARS
+    return content_chars(message.get("content")) + MESSAGE_OVERHEAD_CHARS
 
 
 def estimate_messages_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
     """Estimated tokens of a message list (one linear pass)."""
     total = 0
     for message in messages:
-        total += content_chars(message.get("content")) + _MESSAGE_OVERHEAD_CHARS
+        total += content_chars(message.get("content")) + MESSAGE_OVERHEAD_CHARS
     return -(-total // CHARS_PER_TOKEN)

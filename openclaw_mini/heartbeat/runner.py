@@ -286,6 +286,7 @@ class HeartbeatRunner:
             self._arm_interval(target)
             self._file = heartbeat
             self._report_problems(heartbeat)
+            self._register_tasks(heartbeat, state, now)
             self._arm_cron(now)
 
     def request(self, reason: str = "requested") -> None:
@@ -636,10 +637,10 @@ class HeartbeatRunner:
             return _Plan(skip=f"outside active hours {hours.describe(self.tz)}")
         due: list[HeartbeatTask] = []
         upcoming: list[tuple[datetime, str]] = []
+        if record:
+            self._register_tasks(heartbeat, state, now)
         for task in heartbeat.tasks:
             existing = state.tasks.get(task.key)
-            if existing is None and not task.every_heartbeat and record:
-                existing = state.task(task.key, now)
             last = existing.last_run if existing else None
             first = existing.first_seen if existing else now
             if task.is_due(now, last, first, self.tz):
@@ -685,6 +686,13 @@ class HeartbeatRunner:
         self._arm_cron(self.clock.now())
 
     # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _register_tasks(heartbeat: HeartbeatFile, state: HeartbeatState, now: datetime) -> None:
+        """Note when scheduled tasks were first seen (a new cron task waits for its next time)."""
+        for task in heartbeat.tasks:
+            if not task.every_heartbeat:
+                state.task(task.key, now)
 
     def _report_problems(self, heartbeat: HeartbeatFile) -> None:
         problems = tuple(str(p) for p in heartbeat.problems)

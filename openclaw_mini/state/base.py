@@ -13,12 +13,20 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from .models import BatchDeleteResult, DeleteResult, Entity, FluxEvent, PublishResult, StateUpdate
+from .models import (
+    BatchDeleteResult,
+    DeleteResult,
+    Entity,
+    FluxEvent,
+    PreparedEvent,
+    PublishResult,
+    StateUpdate,
+)
 
 __all__ = ["EventInput", "Subscription", "WorldState", "normalise_patterns"]
 
-EventInput = FluxEvent | Mapping[str, Any]
-"""An event as a model or as Flux JSON (a dict)."""
+EventInput = FluxEvent | PreparedEvent | Mapping[str, Any]
+"""An event as a model, as Flux JSON (a dict), or already validated by `prepare_event`."""
 
 
 def normalise_patterns(entity_ids: str | Sequence[str]) -> builtins.list[str]:

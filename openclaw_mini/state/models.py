@@ -269,11 +269,15 @@ def _describe(error: ValidationError, where: str) -> str:
     return f"{where} is not a valid Flux event: " + "; ".join(problems)
 
 
-def prepare_event(raw: FluxEvent | Mapping[str, Any], *, where: str = "event") -> PreparedEvent:
+def prepare_event(
+    raw: FluxEvent | PreparedEvent | Mapping[str, Any], *, where: str = "event"
+) -> PreparedEvent:
     """Validate one event, fill in `eventId`/`timestamp`, and enforce the 1 MB limit.
 
     Raises `InvalidEventError` or `EventTooLargeError` naming `where` (e.g. "event 3").
     """
+    if isinstance(raw, PreparedEvent):
+        return raw
     if isinstance(raw, FluxEvent):
         event = raw
         if not event.event_id or event.timestamp is None:
@@ -303,7 +307,7 @@ def prepare_event(raw: FluxEvent | Mapping[str, Any], *, where: str = "event") -
 
 
 def prepare_batch(
-    events: Sequence[FluxEvent | Mapping[str, Any]],
+    events: Sequence[FluxEvent | PreparedEvent | Mapping[str, Any]],
 ) -> tuple[list[PublishResult | None], list[PreparedEvent]]:
     """Validate each event of a batch on its own.
 

@@ -1,0 +1,121 @@
+"""`openclaw-mini memory`: search the memory files, add a note, rebuild the index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from ..memory import MemoryStore
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Search and add to the workspace memory (MEMORY.md and memory/*.md).",
+    no_args_is_help=True,
+)
+
+WorkspaceOption = Annotated[
+    Path, typer.Option("--workspace", "-w", help="Workspace folder holding MEMORY.md and memory/.")
+]
+
+
+def _fail(message: str) -> NoReturn:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]Error:[/red] {escape(message)}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _open(workspace: Path) -> MemoryStore:
+    from ..memory import MemoryStore
+
+    try:
+        return MemoryStore(workspace)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Words to look for; #tag matches tags.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100, help="How many results.")] = 6,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    workspace: WorkspaceOption = Path("."),
+) -> None:
+    """Search the memory files, best match first."""
+    import sqlite3
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    with _open(workspace) as store:
+        try:
+            hits = store.search(query, limit=limit)
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            _fail(f"memory search failed: {exc}")
+        warnings = list(store.warnings)
+    console = Console()
+    err = Console(stderr=True)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if as_json:
+        typer.echo(json.dumps([hit.model_dump() for hit in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        console.print("No memory matched.")
+        return
+    for hit in hits:
+        where = f"[bold]{escape(hit.path)}[/bold]:{hit.start_line}-{hit.end_line}"
+        console.print(f"{where}  [dim]score {hit.score:.2f}[/dim]")
+        console.print(escape(hit.snippet), highlight=False)
+        console.print()
+
+
+@app.command()
+def add(
+    text: Annotated[str, typer.Argument(help="The fact, decision or note to remember.")],
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="A tag (repeat for more).")] = None,
+    long_term: Annotated[
+        bool, typer.Option("--long-term", help="Append to MEMORY.md instead of today's note.")
+    ] = False,
+    workspace: WorkspaceOption = Path("."),
+) -> None:
+    """Append a timestamped note to today's memory file (or MEMORY.md)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    with _open(workspace) as store:
+        try:
+            result = store.write(text, tags=tuple(tag or ()), long_term=long_term)
+        except (OSError, ValueError) as exc:
+            _fail(str(exc))
+    Console().print(f"Saved to {escape(result.path)}:{result.line}: {escape(result.entry)}", highlight=False)
+
+
+@app.command()
+def reindex(workspace: WorkspaceOption = Path(".")) -> None:
+    """Rebuild the memory search index from the files."""
+    import sqlite3
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    with _open(workspace) as store:
+        try:
+            stats = store.reindex()
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            _fail(f"reindex failed: {exc}")
+        warnings = list(store.warnings)
+    err = Console(stderr=True)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    skipped = f", {stats.skipped} skipped" if stats.skipped else ""
+    Console().print(
+        f"Indexed {stats.files} files, {stats.chunks} chunks in {stats.seconds:.2f} s{skipped}.",
+        highlight=False,
+    )

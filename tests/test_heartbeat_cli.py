@@ -1,0 +1,73 @@
+"""`openclaw-mini heartbeat status`: works from the workspace alone (no Agent, no API key)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from openclaw_mini.cli.heartbeat import app
+
+runner = CliRunner()
+
+
+def test_status_shows_window_tasks_problems_and_verdict(tmp_path: Path) -> None:
+    (tmp_path / "HEARTBEAT.md").write_text(
+        "- [ ] check mail\n- [z] odd\ntasks:\n  - name: inbox\n    interval: 2h\n", encoding="utf-8"
+    )
+    result = runner.invoke(
+        app,
+        [
+            "status",
+            "-w",
+            str(tmp_path),
+            "--every",
+            "15m",
+            "--active-hours",
+            "00:00-24:00",
+            "--timezone",
+            "Asia/Tokyo",
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "every 15m (on), timezone Asia/Tokyo" in out
+    assert "Active hours  00:00-24:00 Asia/Tokyo (inside the window now)" in out
+    assert "would run: would run with 2 due task(s)" in out
+    assert "check mail" in out and "inbox" in out and "every 2h" in out
+    assert "HEARTBEAT.md line 2: unknown checkbox mark [z]" in out
+    assert "Last delivery -" in out
+
+
+def test_status_json_and_empty_file_skip(tmp_path: Path) -> None:
+    (tmp_path / "HEARTBEAT.md").write_text("# nothing yet\n", encoding="utf-8")
+    result = runner.invoke(app, ["status", "-w", str(tmp_path), "--active-hours", "always", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["would_run"] is False and data["would_reason"] == "HEARTBEAT.md is empty"
+    assert data["active_hours"] is None and data["every"] == "30m"
+
+
+def test_status_outside_a_never_window(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["status", "-w", str(tmp_path), "--active-hours", "09:00-09:00", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["would_run"] is False and data["would_reason"].startswith("outside active hours never")
+    assert data["next_run_at"] is None
+
+
+def test_bad_config_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
+    for args, needle in (
+        (["--active-hours", "25:00-22:00"], "active_hours.start: '25:00' is not a valid time"),
+        (["--active-hours", "8 to 10"], "must look like 08:00-22:00"),
+        (["--every", "soon"], "heartbeat.every: cannot read 'soon'"),
+        (["--timezone", "Mars/Base"], "unknown timezone 'Mars/Base'"),
+    ):
+        result = runner.invoke(app, ["status", "-w", str(tmp_path), *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.output
+        assert "Traceback" not in result.output
+    missing = runner.invoke(app, ["status", "-w", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "is not a folder" in missing.output
