@@ -36,7 +36,9 @@ async def _drift() -> tuple[list[float], int]:
         starts: list[HeartbeatOutcome] = []
         done = asyncio.Event()
 
-        async def run_turn(prompt: str, tasks: list[HeartbeatTask], request: HeartbeatRequest) -> HeartbeatTurn:
+        async def run_turn(
+            prompt: str, tasks: list[HeartbeatTask], request: HeartbeatRequest
+        ) -> HeartbeatTurn:
             return HeartbeatTurn("HEARTBEAT_OK")
 
         def on_log(outcome: HeartbeatOutcome) -> None:

@@ -16,7 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -31,7 +31,7 @@ FILES = 200
 LINES_PER_FILE = 250
 QUERIES = 200
 FIRST_DAY = date(2024, 1, 1)
-NOW = datetime(2024, 7, 20, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 7, 20, 12, 0, tzinfo=UTC)
 
 _CHINESE = (
     "数据库 部署 会议 决定 客户 项目 预算 测试 服务器 设计 用户 需求 上线 版本 问题 修复 文档 计划 团队 周报 "
@@ -41,7 +41,9 @@ _HANZI = (
     "的一是在人有我他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么"
     "心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样"
 )
-_TAGS = [f"t{n}" for n in range(10)] + "deploy people todo decision budget infra travel health family ops".split()
+_TAGS = [
+    f"t{n}" for n in range(10)
+] + "deploy people todo decision budget infra travel health family ops".split()
 
 
 def _vocabulary(rng: random.Random, size: int = 3000) -> list[str]:
@@ -98,7 +100,7 @@ def generate_corpus(root: Path, seed: int = SEED) -> tuple[list[str], int]:
             lines.append(f"- {minute // 60:02d}:{minute % 60:02d} {sentence}{tags}")
         path = folder / f"{day.isoformat()}.md"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        written = datetime(day.year, day.month, day.day, 23, 0, tzinfo=timezone.utc).timestamp()
+        written = datetime(day.year, day.month, day.day, 23, 0, tzinfo=UTC).timestamp()
         os.utime(path, (written, written))  # old notes are old: no file is within an mtime tick
         total += len(lines)
     return vocabulary, total
@@ -180,8 +182,11 @@ def run() -> list[tuple[str, str, str]]:
     base50, base95 = _percentile(baseline, 0.5), _percentile(baseline, 0.95)
     corpus = f"{total_lines:,} lines / {FILES} files"
     return [
-        ("memory: first index build", f"{build_seconds:.2f} s ({built.chunks:,} chunks, {index_mb:.1f} MB; "
-         f"{corpus})", "-"),
+        (
+            "memory: first index build",
+            f"{build_seconds:.2f} s ({built.chunks:,} chunks, {index_mb:.1f} MB; {corpus})",
+            "-",
+        ),
         ("memory: query p50 (FTS5, incl. sync)", f"{p50:.2f} ms", "< 10 ms"),
         ("memory: query p95 (FTS5, incl. sync)", f"{p95:.2f} ms", "-"),
         ("memory: queries with no hit", f"{empty} of {len(queries)}", "-"),
@@ -189,8 +194,11 @@ def run() -> list[tuple[str, str, str]]:
         ("memory: baseline linear scan p50", f"{base50:.1f} ms", "-"),
         ("memory: baseline linear scan p95", f"{base95:.1f} ms", "-"),
         ("memory: speed-up vs linear scan (p50 / p95)", f"{base50 / p50:.0f}x / {base95 / p95:.0f}x", "-"),
-        ("memory: mean query (FTS5 / baseline)", f"{statistics.fmean(timings):.2f} ms / "
-         f"{statistics.fmean(baseline):.1f} ms", "-"),
+        (
+            "memory: mean query (FTS5 / baseline)",
+            f"{statistics.fmean(timings):.2f} ms / {statistics.fmean(baseline):.1f} ms",
+            "-",
+        ),
     ]
 
 

@@ -143,6 +143,8 @@ class Agent:
         self._running: dict[str, asyncio.Task[RunResult]] = {}
         self._closed = False
         self._depth = 0
+        self._owns_model = True
+        self._background: set[asyncio.Task[None]] = set()
         self.extras: dict[str, Any] = {"agent": self}
         """Subsystem handles passed to tools through `ToolContext.extras`."""
         self._registry = ToolRegistry(self._builtin_tools())
@@ -170,6 +172,10 @@ class Agent:
             from .tools.memory import MEMORY_TOOLS
 
             found.extend(MEMORY_TOOLS)
+        if self._depth < self.config.max_spawn_depth:
+            from .tools.sessions import SESSION_TOOLS
+
+            found.extend(SESSION_TOOLS)
         return found
 
     @property
@@ -298,7 +304,7 @@ class Agent:
             persist=lambda entry: self._persist(state, entry),
             prepare=lambda conv: self._prepare(state, request, emit),
             on_overflow=lambda conv: self._compact(state, request, emit, reason="overflow"),
-            tool_context=self._tool_context(name),
+            tool_context=self._tool_context(name, emit),
         )
         outcome = await run_tool_loop(
             model=self.model,
@@ -316,11 +322,12 @@ class Agent:
             stop_reason=outcome.stop_reason, turns=outcome.turns,
         )
 
-    def _tool_context(self, session_key: str) -> Callable[[str], ToolContext]:
+    def _tool_context(self, session_key: str,
+                      emit: Callable[[RunEvent], None] | None = None) -> Callable[[str], ToolContext]:
         def make(tool_use_id: str) -> ToolContext:
             return ToolContext(workspace=self.workspace, session_key=session_key,
                                agent_id=self.config.agent_id, sandbox=self._sandbox,
-                               tool_use_id=tool_use_id, extras=self.extras)
+                               tool_use_id=tool_use_id, extras=self.extras, emit=emit)
 
         return make
 
@@ -582,6 +589,56 @@ class Agent:
             return None
         return next(e.data for e in events if e.type == "compaction")
 
+    # -- sub-agents ----------------------------------------------------------------------
+
+    def spawn_child(self, tools: Sequence[str] | None = None) -> Agent:
+        """A sub-agent on this workspace: same model client, a tool set no wider than ours, one
+        level deeper (it may spawn only while under `max_spawn_depth`)."""
+        if self._depth >= self.config.max_spawn_depth:
+            raise ConfigError(f"Sub-agents may not spawn further (max_spawn_depth={self.config.max_spawn_depth}).")
+        offered = {tool.name for tool in self.tools}
+        if tools is not None:
+            unknown = sorted(set(tools) - offered)
+            if unknown:
+                raise ConfigError(f"A sub-agent can only get tools this agent has; not available: {', '.join(unknown)}.")
+        # Only names this agent offers (already through its policy and sandbox): never wider.
+        allowed = sorted(offered if tools is None else set(tools))
+        policy = ToolPolicy(allow=allowed, deny=list(self.config.tool_policy.deny))
+        child = Agent.__new__(Agent)
+        child.__dict__.update(self.__dict__)
+        child.config = self.config.model_copy(update={"tool_policy": policy, "enable_heartbeat": False})
+        child._depth = self._depth + 1
+        child._owns_model = False
+        child._model = self.model
+        child._lanes = SessionLanes()
+        child._states = {}
+        child._running = {}
+        child._background = set()
+        child._closed = False
+        child._heartbeat = None
+        child._registry = ToolRegistry(t for t in self._registry if t.group != "sessions"
+                                       or child._depth < child.config.max_spawn_depth)
+        child.extras = {**self.extras, "agent": child}
+        return child
+
+    def new_subagent_key(self) -> str:
+        return f"agent:{self.config.agent_id}:subagent:{uuid.uuid4()}"
+
+    def track_background(self, task: asyncio.Task[None]) -> None:
+        """Keep a background task alive until it ends (and cancel it on `aclose`)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def deliver_subagent_result(self, session: str, note: str, *, data: dict[str, Any]) -> None:
+        """Write a background sub-agent's result into the parent session and wake the heartbeat."""
+        key = self.session_key(session)
+        async with self._lanes.lane(str(key)):
+            state = await self._load_state(key)
+            await self._persist(state, CustomEntry(custom_type="subagent_result", data=data, message=note))
+            self._append_user(state, [{"type": "text", "text": note}])
+        if self._heartbeat is not None:
+            self._heartbeat.request("exec")
+
     # -- heartbeat -----------------------------------------------------------------------
 
     def _heartbeat_runner(self, callback: Any = None, deliver: Any = None) -> HeartbeatRunner:
@@ -646,11 +703,18 @@ class Agent:
             return
         self._closed = True
         await self.stop_heartbeat()
+        for background in list(self._background):
+            background.cancel()
+        for background in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await background
         for task in list(self._running.values()):
             task.cancel()
         for task in list(self._running.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if not self._owns_model:
+            return  # a sub-agent shares its parent's model, tools' handles and processes
         manager = self.extras.get("exec_manager")
         if manager is not None:
             await manager.aclose()

@@ -284,6 +284,7 @@ class _Term:
     """A safe FTS5 expression: only quoted strings built from letter/digit tokens."""
     raw: str
     """Casefolded user text, for tag matching and snippet placement."""
+    kind: Literal["word", "phrase", "cjk"] = "word"
 
 
 def _query_terms(query: str) -> list[_Term]:
@@ -296,10 +297,13 @@ def _query_terms(query: str) -> list[_Term]:
     terms: list[_Term] = []
     seen: set[str] = set()
 
-    def add(fts: str, raw: str) -> None:
+    def add(fts: str, raw: str, kind: Literal["word", "phrase", "cjk"]) -> None:
         if fts not in seen and len(terms) < _MAX_QUERY_TERMS:
             seen.add(fts)
-            terms.append(_Term(fts=fts, raw=raw.casefold()))
+            terms.append(_Term(fts=fts, raw=raw.casefold(), kind=kind))
+
+    def add_words(words: list[str], raw: str) -> None:
+        add('"' + " ".join(words) + '"', raw, "word" if len(words) == 1 else "phrase")
 
     for piece in unicodedata.normalize("NFKC", query).split():
         words: list[str] = []
@@ -308,19 +312,19 @@ def _query_terms(query: str) -> list[_Term]:
             cjk = match.group("cjk")
             if cjk:
                 if words:
-                    add('"' + " ".join(words) + '"', piece[span:end])
+                    add_words(words, piece[span:end])
                     words = []
                 if len(cjk) == 1:
-                    add(f'"{cjk}"*', cjk)
+                    add(f'"{cjk}"*', cjk, "cjk")
                 else:
-                    add('"' + " ".join(_cjk_tokens(cjk)[:-1]) + '"', cjk)
+                    add('"' + " ".join(_cjk_tokens(cjk)[:-1]) + '"', cjk, "cjk")
             else:
                 if not words:
                     span = match.start()
                 words.append(match.group("word"))
                 end = match.end()
         if words:
-            add('"' + " ".join(words) + '"', piece[span:end])
+            add_words(words, piece[span:end])
     return terms
 
 
@@ -1279,13 +1283,21 @@ def _count_chunks(conn: sqlite3.Connection) -> int:
 
 
 def _snippet(cand: _Candidate, terms: list[_Term], max_chars: int) -> tuple[int, int, str]:
-    """The chunk's lines around the first match, at most `max_chars`, with their line range."""
+    """The chunk's lines around its best line, at most `max_chars`, with their exact line range.
+
+    The best line is the one matching the most query terms (the first of equals); a line of its
+    own longer than `max_chars` is cut around the match.
+    """
     text = cand.text
     if len(text) <= max_chars:
         return cand.start_line, cand.end_line, text
     lines = text.split("\n")
-    folded = [line.casefold() for line in lines]
-    first = next((i for i, line in enumerate(folded) if _first_match(line, terms) >= 0 and terms), 0)
+    best, best_count = 0, 0
+    for number, line in enumerate(lines):
+        count = _terms_in_line(line, terms)
+        if count > best_count:
+            best, best_count = number, count
+    first = best
     if first > 0 and len(lines[first - 1]) + len(lines[first]) + 1 <= max_chars:
         first -= 1
     picked: list[str] = []
@@ -1297,23 +1309,32 @@ def _snippet(cand: _Candidate, terms: list[_Term], max_chars: int) -> tuple[int,
         index += 1
     if not picked:
         line = lines[first]
-        position = max(0, _first_match(line.casefold(), terms))
+        folded = line.casefold()
+        offsets = [folded.find(term.raw) for term in terms if term.raw and term.raw in folded]
+        position = min(offsets, default=0)
         begin = max(0, min(position - max_chars // 4, len(line) - max_chars))
         picked = [line[begin : begin + max_chars]]
         index = first + 1
     return cand.start_line + first, cand.start_line + index - 1, "\n".join(picked)
 
 
-def _first_match(folded: str, terms: list[_Term]) -> int:
-    """Offset of the earliest query term (or its first five letters, for stemmed forms), else -1."""
-    positions = []
+def _terms_in_line(line: str, terms: list[_Term]) -> int:
+    """How many query terms a line contains: whole words (or a shared stem of 5+ letters) for
+    words, substrings for CJK runs and punctuated phrases."""
+    folded = line.casefold()
+    words: set[str] | None = None
+    count = 0
     for term in terms:
-        for needle in (term.raw, term.raw[:5]):
-            found = folded.find(needle) if needle else -1
-            if found >= 0:
-                positions.append(found)
-                break
-    return min(positions) if positions else -1
+        if term.kind != "word":
+            count += term.raw in folded
+            continue
+        stem = term.raw[: max(5, len(term.raw) - 3)] if len(term.raw) >= 5 else term.raw
+        if stem not in folded:
+            continue
+        if words is None:
+            words = {match.group("word") for match in _TOKEN_RE.finditer(folded) if match.group("word")}
+        count += term.raw in words or (len(term.raw) >= 5 and any(word.startswith(stem) for word in words))
+    return count
 
 
 def _locked_append(target: Path, header: str, entry: str) -> tuple[int, bool]:

@@ -301,6 +301,21 @@ async def test_interval_ticks_stay_on_the_grid(tmp_path: Path) -> None:
     assert clock.pending_timers == 0
 
 
+async def test_late_ticks_do_not_accumulate_drift(tmp_path: Path) -> None:
+    clock = FakeClock(MONDAY_10)
+    write(tmp_path, "- [ ] look around\n")
+    runner, turns, _ = make(tmp_path, clock)
+    runner.start()
+    await clock.advance(0)
+    for _ in range(5):
+        await clock.advance(1790)
+        clock.jump(0.3)  # the loop is busy: this tick fires 300 ms late
+        await clock.advance(10)
+    late = timedelta(milliseconds=300)
+    assert turns.times == [MONDAY_10 + timedelta(minutes=30 * k) + late for k in range(1, 6)]
+    await runner.aclose()
+
+
 async def test_event_triggered_run_pushes_the_next_tick(tmp_path: Path) -> None:
     clock = FakeClock(MONDAY_10)
     write(tmp_path, "- [ ] look around\n")

@@ -125,6 +125,33 @@ async def test_requests_during_a_run_are_buffered_into_exactly_one_more_run() ->
     await wake.aclose()
 
 
+async def test_a_buffered_batch_fires_when_the_run_ends_or_its_window_closes_whichever_is_later() -> None:
+    clock = FakeClock()
+    handler = Recorder(clock)
+    handler.gate = asyncio.Event()
+    wake = HeartbeatWake(handler, coalesce_ms=250, clock=clock)
+    t0 = clock.monotonic()
+    wake.request()
+    await clock.advance(0.25, wait=False)  # run 1 starts at 0.25 and blocks
+    await clock.advance(0.05, wait=False)
+    wake.request("exec")  # at 0.30, early in a long run
+    await clock.advance(0.7, wait=False)
+    first_gate, handler.gate = handler.gate, asyncio.Event()
+    first_gate.set()  # run 1 ends at 1.0: the batch's window closed long ago, so it runs now
+    await clock.advance(0, wait=False)
+    assert handler.times == [pytest.approx(t0 + 0.25), pytest.approx(t0 + 1.0)]
+    assert wake.running
+    await clock.advance(0.1, wait=False)
+    wake.request()  # at 1.1, window until 1.35
+    await clock.advance(0.05, wait=False)
+    handler.gate.set()  # run 2 ends at 1.15: the batch still waits for its window
+    await clock.advance(0.19)
+    assert len(handler.calls) == 2
+    await clock.advance(0.02)
+    assert handler.times[2] == pytest.approx(t0 + 1.35)
+    await wake.aclose()
+
+
 async def test_an_exception_is_logged_and_retried_after_retry_ms(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     handler = Recorder(clock)
@@ -230,7 +257,12 @@ async def test_requests_from_another_thread_are_handed_to_the_loop() -> None:
     handler = Recorder()
     wake = HeartbeatWake(handler, coalesce_ms=10)
     wake.bind()
-    thread = threading.Thread(target=lambda: [wake.request("exec") for _ in range(10)])
+
+    def flood() -> None:
+        for _ in range(10):
+            wake.request("exec")
+
+    thread = threading.Thread(target=flood)
     thread.start()
     thread.join()
     await asyncio.sleep(0.1)

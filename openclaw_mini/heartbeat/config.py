@@ -254,9 +254,9 @@ class HeartbeatConfig(BaseModel):
     timezone: str | None = None
     """Zone for active hours and cron tasks when `active_hours.timezone` is unset (IANA or `local`);
     the Agent passes its own `timezone` setting here; None: the host's."""
-    dedupe_hours: float = Field(24.0, ge=0)
+    dedupe_hours: float = Field(default=24.0, ge=0)
     """The same delivered text within this many hours is not delivered again (0: no dedupe)."""
-    ack_max_chars: int = Field(300, ge=0)
+    ack_max_chars: int = Field(default=300, ge=0)
     """After stripping HEARTBEAT_OK, a remainder this short is an ack and is not delivered."""
     prompt: str | None = None
     """Replaces the default instructions of the heartbeat prompt (tasks, notes and time are still added)."""
@@ -264,9 +264,9 @@ class HeartbeatConfig(BaseModel):
     """Session id the heartbeat turn runs on (the Agent completes it to `agent:<id>:<session>`)."""
     isolated_session: bool = False
     """True: a fresh session per run instead of the fixed `session` (see the class docstring)."""
-    coalesce_ms: float = Field(250.0, ge=0)
+    coalesce_ms: float = Field(default=250.0, ge=0)
     """Wake requests within this window become one run."""
-    retry_ms: float = Field(1000.0, gt=0)
+    retry_ms: float = Field(default=1000.0, gt=0)
     """A busy or failing run is retried after this long (doubling up to a minute)."""
 
     @field_validator("every", mode="before")

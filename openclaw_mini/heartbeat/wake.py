@@ -96,8 +96,9 @@ class HeartbeatWake:
         self.max_retry_ms = max(max_retry_ms, retry_ms)
         self._clock: Clock = clock or RealClock()
         self._pending: HeartbeatRequest | None = None
-        self._due: float | None = None  # monotonic time the pending wake fires
+        self._due: float | None = None  # monotonic time the pending wake should fire
         self._timer: TimerHandle | None = None
+        self._timer_due: float | None = None
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -137,7 +138,7 @@ class HeartbeatWake:
         )
         self._pending = incoming if self._pending is None else self._pending.merged(incoming)
         window = self.coalesce_ms if coalesce_ms is None else max(0.0, coalesce_ms)
-        self._arm(self._clock.monotonic() + window / 1000.0)
+        self._schedule(self._clock.monotonic() + window / 1000.0)
 
     def bind(self) -> None:
         """Remember the running loop now, so later calls from other threads are handed over to it."""
@@ -151,22 +152,28 @@ class HeartbeatWake:
                 return
             self._loop_thread = threading.get_ident()
 
-    def _arm(self, due: float) -> None:
-        """Fire at `due` unless an earlier fire is already armed; while running, wait for the end."""
+    def _schedule(self, due: float) -> None:
+        """The pending wake fires at the earliest `due` asked for; while a run is in flight it waits.
+
+        The window starts with the first request of a batch and later requests never push it back,
+        so a steady stream still runs once per window; a batch buffered during a run fires when the
+        run ends or when its own window closes, whichever is later.
+        """
+        self._due = due if self._due is None else min(self._due, due)
         if self.running:
-            return  # buffered: _finished() fires it right after the current run
-        if self._timer is not None and self._due is not None and self._due <= due:
+            return
+        if self._timer is not None and self._timer_due is not None and self._timer_due <= self._due:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._due = due
-        self._timer = self._clock.call_later(max(0.0, due - self._clock.monotonic()), self._fire)
+        self._timer_due = self._due
+        self._timer = self._clock.call_later(max(0.0, self._due - self._clock.monotonic()), self._fire)
 
     def _fire(self) -> None:
-        self._timer, self._due = None, None
+        self._timer, self._timer_due = None, None
         if self._closed or self._pending is None or self.running:
             return
-        request, self._pending = self._pending, None
+        request, self._pending, self._due = self._pending, None, None
         self.runs += 1
         self._task = self._clock.spawn(self._run(request))
 
@@ -197,12 +204,9 @@ class HeartbeatWake:
                 retry_of=request.effective_reason,
             )
             self._pending = again if self._pending is None else self._pending.merged(again)
-            # Something buffered during the run goes now; a pure retry waits for the back-off.
-            if self._pending.reason == "retry":
-                self._arm(self._clock.monotonic() + delay_ms / 1000.0)
-                return
-        if self._pending is not None:
-            self._arm(self._clock.monotonic())
+            self._schedule(self._clock.monotonic() + delay_ms / 1000.0)
+        elif self._pending is not None and self._due is not None:
+            self._schedule(self._due)
 
     async def wait_idle(self) -> None:
         """Wait until no handler run is in flight (pending wakes may still be armed)."""
@@ -214,7 +218,7 @@ class HeartbeatWake:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._due, self._pending = None, None, None
+        self._timer, self._timer_due, self._due, self._pending = None, None, None, None
         task, self._task = self._task, None
         if task is not None and task is asyncio.current_task():
             return  # closed from inside the handler: it finishes on its own

@@ -42,6 +42,8 @@ class ToolContext:
     tool_use_id: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
     """Subsystem handles (memory store, agent for sub-agents, heartbeat...) keyed by name."""
+    emit: Callable[[Any], None] | None = None
+    """Sends a `RunEvent` to the run's stream (progress of long tools, sub-agents)."""
 
 
 ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]

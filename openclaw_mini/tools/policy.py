@@ -62,15 +62,6 @@ class ToolPolicy(BaseModel):
         """The tools to offer the model: denied ones are not offered at all."""
         return [item for item in tools if self.permits(item)]
 
-    def narrowed(self, allow: Iterable[str] | None) -> ToolPolicy:
-        """A policy no wider than this one that also allows only `allow` (for sub-agents)."""
-        if allow is None:
-            return self
-        names = list(allow)
-        if self.allow is None:
-            return ToolPolicy(allow=names, deny=list(self.deny))
-        return ToolPolicy(allow=[name for name in names if name in self.allow], deny=list(self.deny))
-
 
 class SandboxConfig(BaseModel):
     """What file and process tools may do. Defaults: confined to the workspace, writes on, exec off."""

@@ -1,0 +1,59 @@
+"""The public surface changes only on purpose; the package imports fast; the README runs."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import openclaw_mini
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXPECTED = [
+    "Agent", "AgentConfig", "AnthropicModel", "BootstrapConfig", "CompactionConfig", "ConfigError",
+    "ContextOverflowError", "HeartbeatConfig", "HeartbeatRequest", "HeartbeatTask", "MemoryHit",
+    "MemoryStore", "MissingAPIKeyError", "Model", "ModelError", "ModelRequest", "ModelResponse",
+    "PruningConfig", "RunEvent", "RunResult", "SandboxConfig", "SessionKey", "SessionStore", "Skill",
+    "SkillLoader", "Tool", "ToolCallRecord", "ToolContext", "ToolError", "ToolPolicy", "Usage",
+    "__version__", "tool",
+]
+
+
+def test_all_is_pinned_and_every_name_resolves() -> None:
+    assert openclaw_mini.__all__ == sorted(EXPECTED)
+    for name in openclaw_mini.__all__:
+        assert getattr(openclaw_mini, name) is not None
+
+
+def test_import_is_light() -> None:
+    code = "import sys, openclaw_mini; print('anthropic' in sys.modules, 'rich' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_core_never_imports_the_cli_or_prints() -> None:
+    for path in (ROOT / "openclaw_mini").rglob("*.py"):
+        if "cli" in path.parts or path.name == "testing.py":
+            continue
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import) (rich|typer)\b", text, re.M), path
+        assert not re.search(r"^\s*(from \.+cli|import openclaw_mini\.cli)", text, re.M), path
+        calls = [node for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Call)
+                 and isinstance(node.func, ast.Name) and node.func.id == "print"]
+        assert not calls, f"{path} prints"
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, re.S)
+
+
+async def test_readme_offline_example_runs(tmp_path: Path) -> None:
+    blocks = [b for b in _python_blocks((ROOT / "README.md").read_text()) if "FakeAnthropicServer" in b]
+    assert blocks, "the README shows how to test an agent offline"
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    test = next(v for k, v in namespace.items() if k.startswith("test_"))
+    await test(tmp_path)  # type: ignore[operator]
