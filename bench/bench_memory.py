@@ -30,6 +30,7 @@ SEED = 20240601
 FILES = 200
 LINES_PER_FILE = 250
 QUERIES = 200
+BASELINE_QUERIES = 50
 FIRST_DAY = date(2024, 1, 1)
 NOW = datetime(2024, 7, 20, 12, 0, tzinfo=UTC)
 
@@ -172,14 +173,19 @@ def run() -> list[tuple[str, str, str]]:
             started = time.perf_counter()
             fresh = store.search("freshly appended kalomine")
             incremental_ms = (time.perf_counter() - started) * 1000
+        # The scan is ~100x slower, so it runs on a fixed sample to keep the bench under a minute;
+        # the ratio compares both methods on that same sample.
+        sample = sorted(random.Random(SEED + 2).sample(range(len(queries)), BASELINE_QUERIES))
         baseline: list[float] = []
-        for query in queries:
+        for index in sample:
             started = time.perf_counter()
-            baseline_search(root, query, NOW.date())
+            baseline_search(root, queries[index], NOW.date())
             baseline.append((time.perf_counter() - started) * 1000)
+        same = [timings[index] for index in sample]
 
     p50, p95 = _percentile(timings, 0.5), _percentile(timings, 0.95)
     base50, base95 = _percentile(baseline, 0.5), _percentile(baseline, 0.95)
+    same50, same95 = _percentile(same, 0.5), _percentile(same, 0.95)
     corpus = f"{total_lines:,} lines / {FILES} files"
     return [
         (
@@ -191,12 +197,16 @@ def run() -> list[tuple[str, str, str]]:
         ("memory: query p95 (FTS5, incl. sync)", f"{p95:.2f} ms", "-"),
         ("memory: queries with no hit", f"{empty} of {len(queries)}", "-"),
         ("memory: search after appending a line", f"{incremental_ms:.2f} ms (found: {bool(fresh)})", "-"),
-        ("memory: baseline linear scan p50", f"{base50:.1f} ms", "-"),
-        ("memory: baseline linear scan p95", f"{base95:.1f} ms", "-"),
-        ("memory: speed-up vs linear scan (p50 / p95)", f"{base50 / p50:.0f}x / {base95 / p95:.0f}x", "-"),
+        (f"memory: baseline linear scan p50 ({BASELINE_QUERIES} queries)", f"{base50:.1f} ms", "-"),
+        (f"memory: baseline linear scan p95 ({BASELINE_QUERIES} queries)", f"{base95:.1f} ms", "-"),
+        (
+            "memory: speed-up vs linear scan, same queries (p50 / p95)",
+            f"{base50 / same50:.0f}x / {base95 / same95:.0f}x",
+            "-",
+        ),
         (
             "memory: mean query (FTS5 / baseline)",
-            f"{statistics.fmean(timings):.2f} ms / {statistics.fmean(baseline):.1f} ms",
+            f"{statistics.fmean(same):.2f} ms / {statistics.fmean(baseline):.1f} ms",
             "-",
         ),
     ]

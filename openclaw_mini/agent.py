@@ -68,6 +68,29 @@ class _SessionState:
     messages_at_usage: int = 0
     flushed_this_cycle: bool = False
     warnings: list[str] = field(default_factory=list)
+    sized: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    """Messages already measured with their weighted chars: the pruning check costs O(new ones)."""
+    sized_chars: int = 0
+
+    def history_chars(self) -> int:
+        """Weighted chars of `messages` as pruning counts them, measuring only what is new.
+
+        The loop only appends; a merge replaces the last message and compaction the whole list,
+        which the identity checks below notice (then everything is measured again, once).
+        """
+        from .context.tokens import MESSAGE_OVERHEAD_CHARS, content_chars
+
+        messages, sized = self.messages, self.sized
+        count = len(sized)
+        if count and (count > len(messages) or sized[0][0] is not messages[0]
+                      or sized[-1][0] is not messages[count - 1]):
+            sized.clear()
+            self.sized_chars = count = 0
+        for message in messages[count:]:
+            chars = content_chars(message.get("content")) + MESSAGE_OVERHEAD_CHARS
+            sized.append((message, chars))
+            self.sized_chars += chars
+        return self.sized_chars
 
     @property
     def last_id(self) -> str | None:
@@ -490,12 +513,13 @@ class Agent:
             if should_compact(estimate, window, self.config.compaction):
                 await self._compact(state, request, emit, reason="threshold")
                 estimate = self._estimate_tokens(state, request)
-        if self.config.pruning.enabled:
+        pruning = self.config.pruning
+        # Sized on the full history (the API's usage reflects the pruned request), incrementally:
+        # below the soft-trim ratio nothing would change, so the O(history) pass is skipped.
+        if pruning.enabled and state.history_chars() >= pruning.soft_trim_ratio * window * 4:
             from .context.pruning import prune_messages
 
-            # Sized on the full history each time: the API's usage reflects the pruned request.
-            return prune_messages(state.messages, context_window_tokens=window,
-                                  config=self.config.pruning).messages
+            return prune_messages(state.messages, context_window_tokens=window, config=pruning).messages
         return state.messages
 
     async def _memory_flush(self, state: _SessionState, request: ModelRequest, estimate: int) -> None:

@@ -258,6 +258,8 @@ class AnthropicModel:
         except anthropic.APIStatusError as exc:
             message = _error_message(exc)
             error_cls = ContextOverflowError if is_context_overflow(message) else ModelError
+            if exc.status_code in (401, 403):
+                message += " Check your API key (ANTHROPIC_API_KEY)."
             raise error_cls(
                 f"Model API error {exc.status_code}: {message}",
                 status=exc.status_code,
@@ -265,7 +267,10 @@ class AnthropicModel:
             ) from exc
         except anthropic.APIConnectionError as exc:
             where = self._base_url or "the Anthropic API"
-            raise ModelError(f"Could not reach {where}: {exc}", retryable=True) from exc
+            raise ModelError(
+                f"Could not reach {where} ({exc}). Check ANTHROPIC_BASE_URL and your network connection.",
+                retryable=True,
+            ) from exc
 
 
 def _strip_cache_control(params: dict[str, Any]) -> None:

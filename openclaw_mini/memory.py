@@ -74,6 +74,8 @@ __all__ = [
     "MemoryWriteResult",
     "ReindexStats",
     "SyncStats",
+    "chunk_lines",
+    "index_tokens",
     "is_memory_path",
 ]
 
@@ -163,10 +165,9 @@ class MemoryConfig(BaseModel):
     """Keyword (and vector) candidates re-scored per search, at least 10 x the limit."""
 
 
-class MemoryHit(BaseModel):
+@dataclass(frozen=True, slots=True)
+class MemoryHit:
     """One search result: where it is, how well it matched, and the text around the match."""
-
-    model_config = ConfigDict(frozen=True)
 
     path: str
     """Relative to the workspace, with forward slashes."""
@@ -176,7 +177,8 @@ class MemoryHit(BaseModel):
     snippet: str
 
 
-class MemorySlice(BaseModel):
+@dataclass(frozen=True, slots=True)
+class MemorySlice:
     """Lines read from a memory file by `MemoryStore.read_lines`."""
 
     path: str
@@ -201,7 +203,8 @@ class MemoryEntry(BaseModel):
         return f"- {self.stamp} {body}{tail}"
 
 
-class MemoryWriteResult(BaseModel):
+@dataclass(frozen=True, slots=True)
+class MemoryWriteResult:
     """Where `MemoryStore.write` put the entry."""
 
     path: str
@@ -213,7 +216,8 @@ class MemoryWriteResult(BaseModel):
     """True when the file did not exist before."""
 
 
-class SyncStats(BaseModel):
+@dataclass(slots=True)
+class SyncStats:
     """What one index sync did."""
 
     files: int = 0
@@ -227,7 +231,8 @@ class SyncStats(BaseModel):
     """Chunks written."""
 
 
-class ReindexStats(BaseModel):
+@dataclass(frozen=True, slots=True)
+class ReindexStats:
     """Result of a full `MemoryStore.reindex`."""
 
     files: int
@@ -755,7 +760,8 @@ class MemoryStore:
                         self._reset_schema(conn, wanted)
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                     raise
             conn.execute("SELECT count(*) FROM files").fetchone()
         except BaseException:
@@ -785,7 +791,10 @@ class MemoryStore:
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute("INSERT INTO meta (key, value) VALUES ('index', ?)", (meta.model_dump_json(),))
-        conn.execute("INSERT INTO meta (key, value) VALUES ('generation', '0')")
+        # A random start, so a process holding caches from before a rebuild never mistakes the
+        # rebuilt index for the one it knew.
+        start = int.from_bytes(os.urandom(6), "big")
+        conn.execute("INSERT INTO meta (key, value) VALUES ('generation', ?)", (str(start),))
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
@@ -1231,6 +1240,8 @@ class MemoryStore:
                 relevance = cfg.vector_weight * cand.cosine + (1 - cfg.vector_weight) * keyword
             else:
                 relevance = keyword
+            if relevance <= 0.0:
+                continue  # a vector neighbour pointing away from the query is no match
             if cand.day is None:
                 recency, day_rank = 1.0, date.max.toordinal()
             else:

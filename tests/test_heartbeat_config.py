@@ -139,3 +139,38 @@ def test_next_start_finds_the_window_opening() -> None:
     assert hours.next_start(early, berlin) == datetime(2025, 1, 8, 8, 0, tzinfo=berlin)
     inside = datetime(2025, 1, 8, 12, 0, tzinfo=berlin)
     assert hours.next_start(inside, berlin) == inside
+
+
+def test_coerce_reads_an_empty_dict_as_off() -> None:
+    assert not HeartbeatConfig.coerce({}).enabled
+    assert not HeartbeatConfig.coerce(False).enabled
+    assert not HeartbeatConfig.coerce("off").enabled
+    assert not HeartbeatConfig.coerce(0).enabled
+    assert HeartbeatConfig.coerce(None) == HeartbeatConfig()
+    assert HeartbeatConfig.coerce(True) == HeartbeatConfig()
+    assert HeartbeatConfig.coerce("1h").interval_seconds == 3600
+    nested = HeartbeatConfig.coerce({"every": "2h", "active_hours": {"start": "09:00", "end": "17:00"}})
+    assert nested.active_hours == ActiveHours(start="09:00", end="17:00")
+    with pytest.raises(ValidationError, match=r"active_hours\.start"):
+        HeartbeatConfig.coerce({"active_hours": {"start": "25:00"}})
+    with pytest.raises(ValueError, match="heartbeat"):
+        HeartbeatConfig.coerce([1, 2])
+
+
+def test_public_names_and_import_lightness() -> None:
+    import subprocess
+    import sys
+
+    import openclaw_mini.heartbeat as heartbeat
+
+    for name in ("HeartbeatWake", "HeartbeatRunner", "HeartbeatConfig", "ActiveHours", "HeartbeatRequest"):
+        assert name in heartbeat.__all__
+    assert "HeartbeatTask" in heartbeat.__all__
+    assert all(hasattr(heartbeat, name) for name in heartbeat.__all__)
+    code = (
+        "import sys, openclaw_mini.heartbeat as h; "
+        "h.parse_heartbeat('- [ ] a\\ntasks:\\n  - name: b\\n    interval: 1h\\n'); "
+        "print(sorted(m for m in ('anthropic', 'croniter', 'rich', 'typer') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -334,6 +334,41 @@ async def test_event_triggered_run_pushes_the_next_tick(tmp_path: Path) -> None:
     await runner.aclose()
 
 
+async def test_a_tick_that_comes_due_during_an_event_run_is_covered_by_it(tmp_path: Path) -> None:
+    import asyncio
+
+    clock = FakeClock(MONDAY_10)
+    write(tmp_path, "- [ ] look around\n")
+    gate, entered = asyncio.Event(), asyncio.Event()
+    times: list[datetime] = []
+
+    async def slow_turn(prompt: str, tasks: list[HeartbeatTask], request: HeartbeatRequest) -> HeartbeatTurn:
+        times.append(clock.now())
+        if request.reason == "exec":
+            entered.set()
+            await gate.wait()
+        return HeartbeatTurn("HEARTBEAT_OK")
+
+    runner = HeartbeatRunner(tmp_path, config(), run_turn=slow_turn, clock=clock)
+    runner.start()
+    await clock.advance(1790)
+    runner.request("exec")
+    await clock.advance(0.25, wait=False)
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    await clock.advance(20, wait=False)  # the exec run is still going when the 10:30 slot passes
+    gate.set()
+    await clock.advance(60)
+    assert times == [MONDAY_10 + timedelta(minutes=29, seconds=50, milliseconds=250)]
+    assert (
+        runner.last_outcome is not None
+        and runner.last_outcome.reason == "a run finished since this tick was due"
+    )
+    assert runner.next_run_at == MONDAY_10 + timedelta(minutes=60)
+    await clock.advance(1800)
+    assert len(times) == 2
+    await runner.aclose()
+
+
 async def test_after_a_suspend_it_runs_once_not_a_burst(tmp_path: Path) -> None:
     clock = FakeClock(MONDAY_10)
     write(tmp_path, "- [ ] look around\n")

@@ -497,7 +497,7 @@ def test_two_processes_search_and_write_at_once(workspace: Path) -> None:
         for name in ("alpha", "beta"):
             for n in (3, 17, 24):
                 hits = store.search(f"{name} wrote entry {n}")
-                assert f"{name} wrote entry {n} #{name}" in hits[0].snippet
+                assert any(f"{name} wrote entry {n} #{name}" in hit.snippet for hit in hits)
 
 
 def test_threads_share_one_store(workspace: Path, store: MemoryStore) -> None:
@@ -743,7 +743,7 @@ def test_hybrid_search_finds_synonyms_with_an_embedder(workspace: Path) -> None:
     embedder = ConceptEmbedder()
     with MemoryStore(workspace, clock=fixed_clock, embedder=embedder) as hybrid:
         hits = hybrid.search("automobile")
-        assert paths(hits)[0] == "memory/2025-03-09.md"
+        assert paths(hits) == ["memory/2025-03-09.md"]  # the kitten note is orthogonal: no hit
         assert paths(hybrid.search("feline"))[0] == "memory/2025-03-08.md"
         both = hybrid.search("car")  # keyword and vector agree: highest score
         assert both[0].path == "memory/2025-03-09.md"

@@ -91,7 +91,9 @@ def run_once(message: str, *, workspace: Path, session: str, model: str | None, 
         return 1
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
-    return 0 if result.stop_reason not in ("error", "aborted") else 1
+    if result.stop_reason == "error":
+        return 2  # the error event already said what went wrong and what to do
+    return 1 if result.stop_reason == "aborted" else 0
 
 
 class _SilentRenderer:
@@ -128,7 +130,7 @@ def _piped_chat(runner: asyncio.Runner, agent: Agent, session: str) -> None:
             break
         result = runner.run(_turn(agent, session, text, renderer))
         if result is not None and result.stop_reason == "error":
-            sys.exit(1)
+            sys.exit(2)
 
 
 def _read_message(console: Console) -> str:

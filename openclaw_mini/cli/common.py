@@ -40,10 +40,6 @@ def user_error_message(exc: BaseException) -> str | None:
     from ..session import SessionKeyError
 
     if isinstance(exc, ModelError):
-        if exc.status in (401, 403):
-            return f"{exc} Check ANTHROPIC_API_KEY."
-        if exc.status is None:
-            return f"{exc} Check ANTHROPIC_BASE_URL and your network."
         return str(exc)
     if isinstance(exc, (ConfigError, SessionKeyError)):
         return str(exc)

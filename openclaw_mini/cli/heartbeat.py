@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -213,17 +215,40 @@ def _print_delivery(console: Console, text: str, request: HeartbeatRequest) -> N
     console.print(Panel(Text(text), title=title, title_align="left"))
 
 
-class _OutcomeHandler(logging.Handler):
-    """Shows every tick's outcome (skips with their reasons) from the runner's one log line."""
+class _CliLogHandler(logging.Handler):
+    """Turns the library's log records into plain lines: tick outcomes (in `run`), then warnings.
 
-    def __init__(self, console: Console) -> None:
+    Installed on the `openclaw_mini` logger for the command's duration, so Python's last-resort
+    handler never dumps a traceback on the user; the full error stays in the outcome's reason.
+    """
+
+    def __init__(self, console: Console, *, show_outcomes: bool) -> None:
         super().__init__(logging.INFO)
         self.console = console
+        self.show_outcomes = show_outcomes
 
     def emit(self, record: logging.LogRecord) -> None:
         outcome = getattr(record, "heartbeat_outcome", None)
         if outcome is not None:
-            _print_outcome(self.console, outcome)
+            if self.show_outcomes:
+                _print_outcome(self.console, outcome)
+            return
+        if record.levelno >= logging.WARNING:
+            self.console.print(f"[yellow]warning[/yellow] {escape(record.getMessage())}", highlight=False)
+
+
+@contextlib.contextmanager
+def _library_logs(console: Console, *, show_outcomes: bool) -> Iterator[None]:
+    package = logging.getLogger("openclaw_mini")
+    handler = _CliLogHandler(console, show_outcomes=show_outcomes)
+    previous = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(previous)
 
 
 def _make_agent(workspace: Path, config: HeartbeatConfig) -> Any:
@@ -265,15 +290,16 @@ def once(
             await agent.aclose()
 
     try:
-        outcome = asyncio.run(main())
+        with _library_logs(console, show_outcomes=False):
+            outcome = asyncio.run(main())
     except typer.Exit:
         raise
     except Exception as exc:
         raise _fail(_first_error(exc)) from None
+    if outcome.status == "error":
+        raise _fail(f"the heartbeat run failed: {outcome.reason}")
     if not outcome.delivered:
         _print_outcome(console, outcome)
-    if outcome.status == "error":
-        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -290,11 +316,6 @@ def run(
         raise _fail(f"workspace {workspace} is not a folder.")
     config = _build_config(every, active_hours, timezone)
     console = Console()
-    handler = _OutcomeHandler(console)
-    runner_logger = logging.getLogger("openclaw_mini.heartbeat.runner")
-    runner_logger.addHandler(handler)
-    previous_level = runner_logger.level
-    runner_logger.setLevel(logging.INFO)
     root = workspace.absolute()
 
     async def main() -> None:
@@ -317,13 +338,11 @@ def run(
             await agent.aclose()
 
     try:
-        asyncio.run(main())
+        with _library_logs(console, show_outcomes=True):
+            asyncio.run(main())
     except KeyboardInterrupt:
         console.print("Heartbeat stopped.")
     except typer.Exit:
         raise
     except Exception as exc:
         raise _fail(_first_error(exc)) from None
-    finally:
-        runner_logger.removeHandler(handler)
-        runner_logger.setLevel(previous_level)

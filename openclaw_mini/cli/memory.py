@@ -27,7 +27,7 @@ def _fail(message: str) -> NoReturn:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True).print(f"[red]Error:[/red] {escape(message)}", highlight=False)
+    Console(stderr=True).print(f"[red]Error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -62,17 +62,19 @@ def search(
     console = Console()
     err = Console(stderr=True)
     for warning in warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps([hit.model_dump() for hit in hits], ensure_ascii=False, indent=2))
+        from dataclasses import asdict
+
+        typer.echo(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
         return
     if not hits:
         console.print("No memory matched.")
         return
     for hit in hits:
         where = f"[bold]{escape(hit.path)}[/bold]:{hit.start_line}-{hit.end_line}"
-        console.print(f"{where}  [dim]score {hit.score:.2f}[/dim]")
-        console.print(escape(hit.snippet), highlight=False)
+        console.print(f"{where}  [dim]score {hit.score:.2f}[/dim]", soft_wrap=True)
+        console.print(escape(hit.snippet), highlight=False, soft_wrap=True)
         console.print()
 
 
@@ -94,7 +96,11 @@ def add(
             result = store.write(text, tags=tuple(tag or ()), long_term=long_term)
         except (OSError, ValueError) as exc:
             _fail(str(exc))
-    Console().print(f"Saved to {escape(result.path)}:{result.line}: {escape(result.entry)}", highlight=False)
+    Console().print(
+        f"Saved to {escape(result.path)}:{result.line}: {escape(result.entry)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -113,9 +119,10 @@ def reindex(workspace: WorkspaceOption = Path(".")) -> None:
         warnings = list(store.warnings)
     err = Console(stderr=True)
     for warning in warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     skipped = f", {stats.skipped} skipped" if stats.skipped else ""
     Console().print(
         f"Indexed {stats.files} files, {stats.chunks} chunks in {stats.seconds:.2f} s{skipped}.",
         highlight=False,
+        soft_wrap=True,
     )

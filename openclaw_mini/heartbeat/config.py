@@ -291,6 +291,28 @@ class HeartbeatConfig(BaseModel):
             raise ValueError("heartbeat.session must not be empty")
         return value.strip()
 
+    @classmethod
+    def coerce(cls, value: Any) -> HeartbeatConfig:
+        """A config from what a user may write: a config, a dict, a duration string, or a switch.
+
+        `{}`, `False`, `"off"` and `0` mean OFF: upstream read an empty `heartbeat: {}` as "all
+        defaults" and kept burning a model call every 30 minutes for users who meant to disable it.
+        `None` and `True` mean the defaults (the caller asked for a heartbeat without details).
+        """
+        if isinstance(value, cls):
+            return value
+        if value is None or value is True:
+            return cls()
+        if value is False or value == {} or (isinstance(value, int | float) and value == 0):
+            return cls(every="0")
+        if isinstance(value, dict):
+            return cls.model_validate(value)
+        if isinstance(value, str | int | float | timedelta):
+            return cls(every=value)  # type: ignore[arg-type]
+        raise ValueError(
+            f"heartbeat: expected a HeartbeatConfig, a dict, a duration or a bool, got {value!r}"
+        )
+
     @property
     def interval_seconds(self) -> float:
         """The interval in seconds (0.0 when the heartbeat is off)."""

@@ -397,7 +397,7 @@ class HeartbeatRunner:
             timezone=_describe_zone(self.tz, now),
             active_hours=hours.describe(self.tz) if hours is not None else None,
             in_active_hours=hours is None or hours.contains(now, self.tz),
-            next_run_at=self._interval_target if self._started else self._projected_next(state, now),
+            next_run_at=self._interval_target or self._projected_next(state, now),
             heartbeat_file=self.workspace / HEARTBEAT_FILE,
             file_exists=heartbeat.exists,
             tasks=tuple(rows),
@@ -549,12 +549,13 @@ class HeartbeatRunner:
                 "skipped", f"outside active hours {hours.describe(self.tz)}", request.reason, now
             )
         if (
-            request.reason == "retry"
+            not force
             and set(request.reasons) <= {"retry", "interval"}
             and self._last_ran_end is not None
             and self._last_ran_end >= request.requested_at
         ):
-            # The run that made this tick busy finished after it was asked for: that covers it.
+            # A run (say, an exec wake) finished after this regular tick came due: it covered the
+            # tick, so a second model call right behind it would only repeat it.
             return HeartbeatOutcome("skipped", "a run finished since this tick was due", request.reason, now)
         heartbeat = await asyncio.to_thread(load_heartbeat_file, self.workspace)
         self._file = heartbeat

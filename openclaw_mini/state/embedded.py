@@ -246,7 +246,7 @@ class _LocalSubscription(Subscription):
         self._bind(asyncio.get_running_loop())
         if self._closed:
             return
-        self._store._watch(self)
+        await self._store._watch(self)
         if self._want_snapshot:
             entities = await self._store._matching(self.patterns)
             self._pending.extend(StateUpdate.from_entity(entity) for entity in entities)
@@ -257,6 +257,7 @@ class _LocalSubscription(Subscription):
             if self._pending:
                 return self._pending.popleft()
             if self._overflowed:
+                self._overflowed = False
                 self._closed = True
                 self._store._unwatch(self)
                 raise StateError(
@@ -322,6 +323,8 @@ class EmbeddedWorldState(WorldState):
         self._subscriptions: set[_LocalSubscription] = set()
         self._write_queue: deque[_WriteRequest] = deque()
         self._poller: asyncio.Task[None] | None = None
+        self._poller_lock = asyncio.Lock()
+        self._poller_stopping = False
         # Touched only on the worker thread: which log rows this object wrote (so the poller
         # does not deliver them twice) and how far the poller has read.
         self._tracking = False
@@ -717,10 +720,18 @@ class EmbeddedWorldState(WorldState):
             subscription.close()
         return subscription
 
-    def _watch(self, subscription: _LocalSubscription) -> None:
+    async def _watch(self, subscription: _LocalSubscription) -> None:
+        """Register a subscriber; the log cursor is fixed before this returns, so nothing
+        another process commits afterwards can be missed."""
         self._subscriptions.add(subscription)
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+        async with self._poller_lock:
+            poller = self._poller
+            if poller is not None and not poller.done() and self._poller_stopping:
+                await poller  # it decided to stop before this subscriber came: let it finish
+            if self._poller is None or self._poller.done():
+                await self._run(self._poll_start)
+                self._poller_stopping = False
+                self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     def _unwatch(self, subscription: _LocalSubscription) -> None:
         self._subscriptions.discard(subscription)
@@ -777,22 +788,18 @@ class EmbeddedWorldState(WorldState):
 
     async def _poll_forever(self) -> None:
         try:
-            while True:
-                await self._run(self._poll_start)
-                while self._subscriptions and not self._closed:
-                    await asyncio.sleep(self.poll_interval)
-                    if not self._subscriptions or self._closed:
-                        break
-                    updates = await self._run(self._poll_once)
-                    if updates:
-                        self._fan_out(updates)
-                if self._closed:
-                    return
+            while self._subscriptions and not self._closed:
+                await asyncio.sleep(self.poll_interval)
+                if not self._subscriptions or self._closed:
+                    break
+                updates = await self._run(self._poll_once)
+                if updates:
+                    self._fan_out(updates)
+            # Set with no await since the loop's last check, so `_watch` either saw us running
+            # (and we saw its subscriber) or sees this flag and waits for a fresh poller.
+            self._poller_stopping = True
+            if not self._closed:
                 await self._run(self._poll_stop)
-                # A subscriber may have arrived while stopping: checked with no await in between,
-                # so `_watch` either sees this task finished or this loop sees the subscriber.
-                if not self._subscriptions:
-                    return
         except StateUnavailableError:
             return
         except Exception:
