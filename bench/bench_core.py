@@ -14,7 +14,7 @@ from pathlib import Path
 from openclaw_mini import Agent, tool
 from openclaw_mini.session import SessionKey, SessionStore
 from openclaw_mini.testing import FakeAnthropicServer, ScriptedModel, text_reply, tool_reply
-from openclaw_mini.transcript import MessageEntry, build_messages
+from openclaw_mini.transcript import CompactionEntry, MessageEntry, build_messages
 
 STEPS = 100
 
@@ -55,24 +55,36 @@ async def _loop_over_http(workspace: Path) -> float:
     return elapsed / (STEPS + 1) * 1000
 
 
-def _resume(workspace: Path, count: int = 100_000) -> tuple[float, float]:
-    store = SessionStore(workspace / ".openclaw-mini")
-    key = SessionKey.parse("big")
-    batch = []
+def _fill(store: SessionStore, key: SessionKey, count: int) -> tuple[float, list[MessageEntry]]:
+    batch: list[MessageEntry] = []
+    last: list[MessageEntry] = []
     started = time.perf_counter()
     for index in range(count):
         role = "user" if index % 2 == 0 else "assistant"
         batch.append(MessageEntry(role=role, content=[{"type": "text", "text": f"message {index} " + "x" * 80}]))
         if len(batch) == 1000:
             store.append_sync(key, batch)
-            batch = []
-    append_s = time.perf_counter() - started
+            last, batch = batch, []
+    return time.perf_counter() - started, last
+
+
+def _resume(workspace: Path, count: int = 100_000) -> tuple[float, float, float]:
+    """Append `count` entries; resume it whole; then compact it (keeping 200) and resume that."""
+    store = SessionStore(workspace / ".openclaw-mini")
+    key = SessionKey.parse("big")
+    append_s, last = _fill(store, key, count)
     started = time.perf_counter()
-    loaded = store.load_sync(key)
+    loaded = store.load_sync(key, active_only=True)
     messages = build_messages(loaded.entries)
     resume_s = time.perf_counter() - started
     assert len(messages) == count
-    return append_s, resume_s
+    store.append_sync(key, [CompactionEntry(summary="summary " * 200, first_kept_id=last[-200].id)])
+    started = time.perf_counter()
+    loaded = store.load_sync(key, active_only=True)
+    messages = build_messages(loaded.entries)
+    compacted_s = time.perf_counter() - started
+    assert len(messages) == 200
+    return append_s, resume_s, compacted_s
 
 
 def _wall(command: list[str], runs: int = 5) -> float:
@@ -91,9 +103,10 @@ def run() -> list[tuple[str, str, str]]:
         rows.append(("loop overhead per tool step (scripted model, 100 steps)", f"{per_step:.3f} ms", "< 0.5 ms"))
         per_http = asyncio.run(_loop_over_http(Path(folder) / "b"))
         rows.append(("loop per tool step via real SDK + fake server", f"{per_http:.2f} ms", "measured"))
-        append_s, resume_s = _resume(Path(folder) / "c")
+        append_s, resume_s, compacted_s = _resume(Path(folder) / "c")
         rows.append(("append 100,000 entries (batches of 1,000)", f"{append_s:.2f} s", "measured"))
         rows.append(("resume 100,000-entry session (load + history)", f"{resume_s * 1000:.0f} ms", "< 1 s"))
+        rows.append(("resume compacted 100,000-entry session", f"{compacted_s * 1000:.0f} ms", "< 1 s"))
     python = sys.executable
     rows.append(("import openclaw_mini (median of 5)", f"{_wall([python, '-c', 'import openclaw_mini']):.0f} ms", "< 300 ms"))
     cli = [python, "-m", "openclaw_mini.cli.main", "--help"]

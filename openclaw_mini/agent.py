@@ -37,9 +37,15 @@ from .transcript import CompactionEntry, CustomEntry, MessageEntry, build_messag
 
 if TYPE_CHECKING:
     from .context.bootstrap import BootstrapLoader
-    from .heartbeat import HeartbeatConfig, HeartbeatRunner
+    from .heartbeat import (
+        HeartbeatConfig,
+        HeartbeatOutcome,
+        HeartbeatRequest,
+        HeartbeatRunner,
+        HeartbeatStatus,
+        HeartbeatTurn,
+    )
     from .skills import SkillLoader, SkillSnapshot
-    from .heartbeat.runner import HeartbeatOutcome, HeartbeatStatus
 
 __all__ = ["Agent", "MissingAPIKeyError"]
 
@@ -132,7 +138,7 @@ class Agent:
         bootstrap: BootstrapConfig | None = None,
         pruning: PruningConfig | None = None,
         compaction: CompactionConfig | None = None,
-        heartbeat: HeartbeatConfig | None = None,
+        heartbeat: HeartbeatConfig | dict[str, Any] | str | bool | None = None,
         timezone: str | None = None,
         max_spawn_depth: int | None = None,
         system_prompt: str | None = None,
@@ -168,7 +174,7 @@ class Agent:
         self._depth = 0
         self._owns_model = True
         self._background: set[asyncio.Task[None]] = set()
-        self.extras: dict[str, Any] = {"agent": self}
+        self.extras: dict[str, Any] = {"agent": self, "on_exec_complete": self._on_exec_complete}
         """Subsystem handles passed to tools through `ToolContext.extras`."""
         self._registry = ToolRegistry(self._builtin_tools())
         for item in tools:
@@ -445,7 +451,7 @@ class Agent:
         cached = self._states.get(name)
         if cached is not None and cached.file_size == size:
             return cached
-        loaded: LoadedSession = await self.sessions.load(key)
+        loaded: LoadedSession = await self.sessions.load(key, active_only=True)
         state = _SessionState(key=key, entries=loaded.entries, messages=build_messages(loaded.entries),
                               file_size=size, warnings=list(loaded.warnings))
         from .context.compaction import flushed_since_compaction
@@ -666,20 +672,38 @@ class Agent:
     # -- heartbeat -----------------------------------------------------------------------
 
     def _heartbeat_runner(self, callback: Any = None, deliver: Any = None) -> HeartbeatRunner:
-        from .heartbeat import HeartbeatConfig, HeartbeatRunner
+        from .heartbeat import HeartbeatRunner
 
-        config = self._heartbeat_config or HeartbeatConfig()
-        return HeartbeatRunner(
-            self.workspace, config, run_turn=self._heartbeat_turn, callback=callback, deliver=deliver,
-        )
+        return HeartbeatRunner(self.workspace, self.heartbeat_config, run_turn=self._heartbeat_turn,
+                               callback=callback, deliver=deliver)
 
-    async def _heartbeat_turn(self, prompt: str, tasks: Any, request: Any) -> Any:
-        from .heartbeat.runner import HeartbeatTurn
+    @property
+    def heartbeat_config(self) -> HeartbeatConfig:
+        """The heartbeat settings (`{}`, `False`, `0` or `"off"` turn it off; None means defaults),
+        with the agent's timezone when the heartbeat names none."""
+        from .heartbeat import HeartbeatConfig
 
-        config = self._heartbeat_config
-        session = config.session if config is not None else "heartbeat"
+        config = HeartbeatConfig.coerce(self._heartbeat_config)
+        if self.config.timezone and not config.timezone:
+            config = config.model_copy(update={"timezone": self.config.timezone})
+        return config
+
+    async def _heartbeat_turn(self, prompt: str, tasks: Any, request: HeartbeatRequest) -> HeartbeatTurn:
+        """One heartbeat turn: a normal run on the heartbeat session (pruned and compacted like any
+        session). If a user turn holds that session's lane, report busy so the wake layer retries."""
+        from .heartbeat import HeartbeatBusy, HeartbeatTurn
+
+        session = request.session or self.heartbeat_config.session
+        if self._lanes.busy(str(self.session_key(session))):
+            raise HeartbeatBusy(f"session {session} is busy")
         result = await self.run(session, prompt)
-        return HeartbeatTurn(text=result.text, tokens=result.usage.input_tokens + result.usage.output_tokens)
+        tokens = result.usage.context_tokens + result.usage.output_tokens
+        return HeartbeatTurn(text=result.text, tokens=tokens)
+
+    def _on_exec_complete(self, exec_id: str, exit_code: int | None, output_tail: str) -> None:
+        """A background command finished: its output reaches the next heartbeat turn."""
+        if self._heartbeat is not None:
+            self._heartbeat.notify_exec(exec_id, exit_code, output_tail)
 
     def start_heartbeat(
         self,
@@ -687,10 +711,11 @@ class Agent:
         *,
         deliver: Callable[[str, Any], Awaitable[None] | None] | None = None,
     ) -> None:
-        """Start the proactive heartbeat on this event loop.
+        """Start the proactive heartbeat on the running event loop.
 
         With `callback`, it is called with `(tasks, request)` when tasks are due and your code acts;
-        without one, the agent runs a heartbeat turn and hands surviving replies to `deliver`.
+        without one, the agent runs a heartbeat turn on the heartbeat session and hands replies
+        that survive the `HEARTBEAT_OK` and duplicate filters to `deliver(text, request)`.
         """
         if self._heartbeat is not None:
             return
@@ -699,17 +724,19 @@ class Agent:
         self.extras["heartbeat"] = self._heartbeat
 
     def request_heartbeat(self, reason: str = "requested") -> None:
-        """Wake the heartbeat soon (requests within 250 ms coalesce)."""
+        """Wake the heartbeat soon (requests within 250 ms coalesce into one run)."""
         if self._heartbeat is None:
             raise RuntimeError("The heartbeat is not running: call start_heartbeat() first.")
         self._heartbeat.request(reason)
 
-    async def run_heartbeat_once(self, reason: str = "manual") -> HeartbeatOutcome:
-        """Run one heartbeat tick now, whether or not the heartbeat is started."""
+    async def run_heartbeat_once(self, reason: str = "manual", *, force: bool = False) -> HeartbeatOutcome:
+        """Run one heartbeat tick now (started or not). `force` skips the active-hours and
+        HEARTBEAT.md checks."""
         runner = self._heartbeat or self._heartbeat_runner()
-        return await runner.run_once(reason)
+        return await runner.run_once(reason, force=force)
 
     def heartbeat_status(self) -> HeartbeatStatus:
+        """Next run, active window, tasks and when each is due, and whether a tick now would run."""
         runner = self._heartbeat or self._heartbeat_runner()
         return runner.status()
 
@@ -753,6 +780,9 @@ class Agent:
             await self._model.aclose()
 
     async def __aenter__(self) -> Agent:
+        """`async with Agent(...)`: starts the heartbeat when `enable_heartbeat=True`."""
+        if self.config.enable_heartbeat:
+            self.start_heartbeat()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

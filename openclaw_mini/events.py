@@ -11,7 +11,7 @@ __all__ = ["RunEvent", "RunEventType", "RunResult", "ToolCallRecord"]
 
 RunEventType = Literal[
     "text_delta", "thinking_delta", "tool_start", "tool_end", "turn_end", "compaction", "warning",
-    "done", "error",
+    "subagent", "done", "error",
 ]
 
 
@@ -71,6 +71,8 @@ class RunEvent:
     - `turn_end`: `turn`, `usage` (of that model call), `stop_reason`
     - `compaction`: `data` (tokens_before, tokens_after, summary)
     - `warning`: `text`
+    - `subagent`: `tool` (a sub-agent's tool call) and `data` (`subagent` key, `label`, `event`:
+      `tool_start`/`tool_end`, `parent_tool_use_id`)
     - `done`: `result`
     - `error`: `text` (a readable message), then a `done` follows
     """

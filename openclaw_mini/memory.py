@@ -16,11 +16,12 @@ Python, CJK runs become overlapping bigrams plus the run's last character (so a 
 query can still be answered by a prefix query), and other words pass through; the result goes into
 one FTS5 table with `porter unicode61` (case folding, diacritics, English stems). Measured on the
 benchmark corpus (50,000 lines in 200 files, a quarter of the lines Chinese) against a `unicode61`
-table plus a `trigram` table over the same chunks: the bigram index built in 2.8 s vs 3.8 s and took
-16 MB vs 33 MB; raw FTS query times were alike (p50 0.32 vs 0.28 ms). The deciding difference: a
-trigram cannot match a query shorter than three characters, and most Chinese words are two
-characters long ("数据", "决定"): all 40 of the benchmark's two-character Chinese queries found
-nothing in the trigram table, while the bigram index answers them (and one-character queries).
+table plus a `trigram` table over the same chunks: build times were alike (~1.7 s), raw FTS
+queries were both well under a millisecond at p50, and the bigram index was half the size (16 MB
+vs 33 MB). The deciding difference: a trigram cannot match a query shorter than three characters,
+and most Chinese words are two characters long ("数据", "决定"); all 40 Chinese queries of the
+benchmark (each with a two-character word) found nothing in the trigram table, while the bigram
+index answers them, and one-character queries too.
 
 Score, in 0..1 (see `MemoryConfig` for the weights):
   relevance = keyword, or 0.7 * cosine + 0.3 * keyword when an `Embedder` is configured
@@ -49,7 +50,7 @@ import time
 import unicodedata
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -477,8 +478,9 @@ class _Candidate:
     day: str | None
     start_line: int
     end_line: int
-    text: str
     tags: list[str]
+    text: str = ""
+    """Loaded only for the hits that are returned."""
     bm25: float = 0.0
     coverage: float = 0.0
     cosine: float = 0.0
@@ -1172,10 +1174,10 @@ class MemoryStore:
                     candidates[chunk_id].cosine = max(0.0, cosine)
         if not candidates:
             return []
-        return self._rank(list(candidates.values()), terms, limit, min_score)
+        return self._rank(conn, list(candidates.values()), terms, limit, min_score)
 
     _SELECT = (
-        "SELECT c.id, f.path, f.day, c.start_line, c.end_line, c.text, c.tags{extra} "
+        "SELECT c.id, f.path, f.day, c.start_line, c.end_line, c.tags{extra} "
         "FROM {source} JOIN chunks c ON c.id = m.rowid JOIN files f ON f.id = c.file_id"
     )
 
@@ -1185,7 +1187,7 @@ class MemoryStore:
             source="(SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?) m",
         )
         return [
-            _Candidate(row[0], row[1], row[2], row[3], row[4], row[5], row[6].split(), bm25=max(0.0, -row[7]))
+            _Candidate(row[0], row[1], row[2], row[3], row[4], row[5].split(), bm25=max(0.0, -row[6]))
             for row in conn.execute(sql, (expression, wanted))
         ]
 
@@ -1197,7 +1199,7 @@ class MemoryStore:
             extra="", source=f"(SELECT id AS rowid FROM chunks WHERE id IN ({marks})) m"
         )
         return [
-            _Candidate(row[0], row[1], row[2], row[3], row[4], row[5], row[6].split())
+            _Candidate(row[0], row[1], row[2], row[3], row[4], row[5].split())
             for row in conn.execute(sql, ids)
         ]
 
@@ -1226,7 +1228,12 @@ class MemoryStore:
             cand.coverage = hits[cand.chunk_id] / total
 
     def _rank(
-        self, candidates: list[_Candidate], terms: list[_Term], limit: int, min_score: float
+        self,
+        conn: sqlite3.Connection,
+        candidates: list[_Candidate],
+        terms: list[_Term],
+        limit: int,
+        min_score: float,
     ) -> list[MemoryHit]:
         cfg = self.config
         today = self.now().date()
@@ -1258,7 +1265,14 @@ class MemoryStore:
             if score >= min_score:
                 scored.append((score, day_rank, cand))
         scored.sort(key=lambda item: (-item[0], -item[1], item[2].path, item[2].start_line))
-        return [self._hit(cand, score, terms) for score, _, cand in scored[:limit]]
+        top = scored[:limit]
+        ids = [cand.chunk_id for _, _, cand in top]
+        marks = ",".join("?" * len(ids))
+        texts = dict(conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks})", ids).fetchall())
+        return [
+            self._hit(replace(cand, text=texts.get(cand.chunk_id, "")), score, terms)
+            for score, _, cand in top
+        ]
 
     def _hit(self, cand: _Candidate, score: float, terms: list[_Term]) -> MemoryHit:
         start, end, snippet = _snippet(cand, terms, self.config.snippet_chars)

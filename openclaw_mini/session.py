@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -167,8 +168,13 @@ class SessionStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def load_sync(self, key: SessionKey) -> LoadedSession:
-        """Read a transcript in one pass; corrupt or torn lines are skipped and reported."""
+    def load_sync(self, key: SessionKey, *, active_only: bool = False) -> LoadedSession:
+        """Read a transcript in one pass; corrupt or torn lines are skipped and reported.
+
+        `active_only` skips what the latest compaction summarised: only entries from its first
+        kept entry on are parsed (what the model sees), so resuming a long compacted session
+        costs what its recent part costs.
+        """
         path = self.path_for(key)
         loaded = LoadedSession(key=key, path=path, header=None, entries=[])
         try:
@@ -186,6 +192,8 @@ class SessionStore:
                 first = 1
             except ValidationError:
                 pass
+        if active_only:
+            first = max(first, _active_start(lines))
         body = lines[first:]
         try:
             # Fast path: one pydantic-core call parses and validates the whole file.
@@ -213,8 +221,8 @@ class SessionStore:
                 log.warning(message)
         return loaded
 
-    async def load(self, key: SessionKey) -> LoadedSession:
-        return await asyncio.to_thread(self.load_sync, key)
+    async def load(self, key: SessionKey, *, active_only: bool = False) -> LoadedSession:
+        return await asyncio.to_thread(functools.partial(self.load_sync, key, active_only=active_only))
 
     def list_sync(self, agent_id: str | None = None) -> list[SessionInfo]:
         """Sessions with their last activity (file mtime), newest first."""
@@ -247,6 +255,31 @@ class SessionStore:
         except FileNotFoundError:
             return False
         return True
+
+
+def _active_start(lines: list[bytes]) -> int:
+    """Index of the first line the latest compaction kept (0 when there is no compaction).
+
+    A byte search finds candidates (JSON escapes quotes inside strings, so message text cannot
+    fake the marker); each candidate is validated before it is trusted.
+    """
+    for index in range(len(lines) - 1, -1, -1):
+        if b'"type":"compaction"' not in lines[index]:
+            continue
+        try:
+            entry = ENTRY_ADAPTER.validate_json(lines[index])
+        except ValueError:
+            continue
+        if not isinstance(entry, CompactionEntry):
+            continue
+        if entry.first_kept_id is None:
+            return index
+        needle = b'{"id":"' + entry.first_kept_id.encode() + b'"'
+        for kept in range(index - 1, -1, -1):
+            if lines[kept].startswith(needle):
+                return kept
+        return 0  # the kept entry is missing: read everything rather than lose history
+    return 0
 
 
 def _size(path: Path) -> int:

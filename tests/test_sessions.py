@@ -122,3 +122,18 @@ def test_history_starts_at_the_latest_compaction() -> None:
     assert "old question" not in texts and "recent question" in texts
     assert texts[-1] == "A sub-agent finished."
     assert [m["role"] for m in messages] == ["user", "assistant"] + ["user"]
+
+
+def test_active_only_load_starts_at_the_latest_compactions_kept_entry(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    key = SessionKey.parse("s")
+    old = [_message("user", f"old {i}") for i in range(5)]
+    kept = _message("user", 'recent "type":"compaction" lookalike')
+    tail = [kept, _message("assistant", "recent answer")]
+    store.append_sync(key, [*old, *tail, CompactionEntry(summary="old stuff", first_kept_id=kept.id),
+                            _message("user", "after")])
+    active = store.load_sync(key, active_only=True)
+    assert [e.id for e in active.entries][:2] == [kept.id, tail[1].id]
+    assert len(active.entries) == 4
+    assert len(store.load_sync(key).entries) == 9
+    assert build_messages(active.entries) == build_messages(store.load_sync(key).entries)

@@ -44,8 +44,8 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await store.aclose()
 
 
-async def next_update(subscription: Subscription, timeout: float = 5.0) -> StateUpdate:
-    return await asyncio.wait_for(anext(subscription), timeout)
+async def next_update(subscription: Subscription, within: float = 5.0) -> StateUpdate:
+    return await asyncio.wait_for(anext(subscription), within)
 
 
 async def assert_quiet(subscription: Subscription, wait: float = 0.3) -> None:
@@ -70,7 +70,11 @@ async def test_properties_merge_shallowly_per_top_level_key(world: WorldState) -
 
 async def test_publish_accepts_flux_json_and_fills_id_and_time(world: WorldState) -> None:
     result = await world.publish(
-        {"stream": "sensors.temp", "source": "sensor-01", "payload": {"entity_id": "lab/t", "properties": {"v": 1}}}
+        {
+            "stream": "sensors.temp",
+            "source": "sensor-01",
+            "payload": {"entity_id": "lab/t", "properties": {"v": 1}},
+        }
     )
     assert result.ok and result.stream == "sensors.temp"
     assert result.event_id is not None and result.event_id[14] == "7"  # a UUIDv7
@@ -98,7 +102,11 @@ async def test_a_batch_with_one_malformed_event_fails_only_that_event(world: Wor
     results = await world.publish_batch(
         [
             make_event("lab/b1", {"v": 1}),
-            {"stream": "Not Valid", "source": "x", "payload": {"entity_id": "lab/b2", "properties": {"v": 2}}},
+            {
+                "stream": "Not Valid",
+                "source": "x",
+                "payload": {"entity_id": "lab/b2", "properties": {"v": 2}},
+            },
             {"stream": "ok", "source": "x", "payload": {"properties": {"v": 3}}},
             make_event("lab/b3", {"v": 3}),
         ]
@@ -112,10 +120,18 @@ async def test_a_batch_with_one_malformed_event_fails_only_that_event(world: Wor
 
 async def test_single_malformed_event_raises_and_stores_nothing(world: WorldState) -> None:
     with pytest.raises(InvalidEventError, match="timestamp"):
-        await world.publish({"stream": "s", "source": "x", "timestamp": -5,
-                             "payload": {"entity_id": "lab/x", "properties": {}}})
+        await world.publish(
+            {
+                "stream": "s",
+                "source": "x",
+                "timestamp": -5,
+                "payload": {"entity_id": "lab/x", "properties": {}},
+            }
+        )
     with pytest.raises(InvalidEventError, match="source"):
-        await world.publish({"stream": "s", "source": " ", "payload": {"entity_id": "lab/x", "properties": {}}})
+        await world.publish(
+            {"stream": "s", "source": " ", "payload": {"entity_id": "lab/x", "properties": {}}}
+        )
     assert await world.list() == []
 
 
@@ -125,7 +141,9 @@ async def test_one_megabyte_limit_per_event(world: WorldState) -> None:
         await world.publish(make_event("lab/big", {"blob": big}))
     fits = "x" * (1024 * 1024 - 400)
     assert (await world.publish(make_event("lab/fits", {"blob": fits}))).ok
-    results = await world.publish_batch([make_event("lab/big", {"blob": big}), make_event("lab/small", {"v": 1})])
+    results = await world.publish_batch(
+        [make_event("lab/big", {"blob": big}), make_event("lab/small", {"v": 1})]
+    )
     assert not results[0].ok and results[0].error is not None and "1 MB" in results[0].error
     assert results[1].ok
     assert await world.get("lab/big") is None
@@ -202,7 +220,11 @@ async def test_subscribe_to_one_id_versus_everything(world: WorldState) -> None:
         await world.delete("lab/a")
 
         update = await next_update(one)
-        assert (update.type, update.entity_id, update.properties) == ("state_update", "lab/a", {"x": 2, "y": 3})
+        assert (update.type, update.entity_id, update.properties) == (
+            "state_update",
+            "lab/a",
+            {"x": 2, "y": 3},
+        )
         assert update.event_id is not None and not update.snapshot
         gone = await next_update(one)
         assert (gone.type, gone.entity_id) == ("entity_deleted", "lab/a")
@@ -228,8 +250,9 @@ async def test_subscribe_by_prefix_pattern_and_several_ids(world: WorldState) ->
 
 
 async def test_snapshot_subscription_starts_with_current_state(world: WorldState) -> None:
-    await world.publish_batch([make_event("lab/s1", {"v": 1}), make_event("lab/s2", {"v": 2}),
-                               make_event("zz/s3", {"v": 3})])
+    await world.publish_batch(
+        [make_event("lab/s1", {"v": 1}), make_event("lab/s2", {"v": 2}), make_event("zz/s3", {"v": 3})]
+    )
     async with world.subscribe("lab/*", snapshot=True) as subscription:
         first = [await next_update(subscription) for _ in range(2)]
         assert [(item.entity_id, item.properties, item.snapshot) for item in first] == [

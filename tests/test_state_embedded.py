@@ -172,7 +172,9 @@ async def test_a_subscriber_that_falls_behind_is_closed_with_a_clear_error(tmp_p
             await anext(subscription)
 
 
-async def test_sqlite_never_runs_on_the_event_loop_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sqlite_never_runs_on_the_event_loop_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     loop_thread = threading.current_thread()
     original = EmbeddedWorldState._db
 
@@ -196,7 +198,9 @@ async def test_concurrent_publishers_share_commits_and_all_land(tmp_path: Path) 
     async with EmbeddedWorldState(tmp_path / "state.db") as store:
         results = await asyncio.gather(
             *[store.publish(make_event(f"c/e{index % 5}", {f"k{index}": index})) for index in range(200)],
-            store.publish({"stream": "BAD", "source": "x", "payload": {"entity_id": "c/x", "properties": {}}}),
+            store.publish(
+                {"stream": "BAD", "source": "x", "payload": {"entity_id": "c/x", "properties": {}}}
+            ),
             return_exceptions=True,
         )
         assert isinstance(results[-1], StateError)  # the bad one failed alone
@@ -233,7 +237,9 @@ async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     await store.aclose()  # idempotent
 
 
-async def test_open_world_state_picks_embedded_or_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_open_world_state_picks_embedded_or_remote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = open_world_state(tmp_path)
     assert isinstance(store, EmbeddedWorldState)
     assert store.path == state_db_path(tmp_path) == tmp_path / ".openclaw-mini" / "state.db"
@@ -276,8 +282,13 @@ def test_timestamps_parse_flux_nanoseconds_and_format_like_flux() -> None:
     moment = parse_timestamp("2026-02-11T16:54:33.260296395+00:00")
     assert (moment.microsecond, moment.utcoffset()) == (260296, parse_timestamp(0).utcoffset())
     assert format_timestamp(1_739_290_200_123) == "2025-02-11T16:10:00.123Z"
-    update = StateUpdate(type="state_update", entity_id="a/b", properties={"x": 1, "y": 2},
-                         timestamp=1_739_290_200_123, event_id="e1")
+    update = StateUpdate(
+        type="state_update",
+        entity_id="a/b",
+        properties={"x": 1, "y": 2},
+        timestamp=parse_timestamp(1_739_290_200_123),
+        event_id="e1",
+    )
     messages = update.to_wire_messages()
     assert [(item["property"], item["last"]) for item in messages] == [("x", False), ("y", True)]
     assert messages[0]["timestamp"] == "2025-02-11T16:10:00.123Z"

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -63,21 +62,29 @@ async def http(open_url: str) -> AsyncIterator[httpx2.AsyncClient]:
 
 
 def flux_event(entity_id: str, **properties: Any) -> dict[str, Any]:
-    return {"stream": "sensors", "source": "test", "payload": {"entity_id": entity_id, "properties": properties}}
+    return {
+        "stream": "sensors",
+        "source": "test",
+        "payload": {"entity_id": entity_id, "properties": properties},
+    }
 
 
 # -- Flux wire format ----------------------------------------------------------------------
 
 
 async def test_flux_documented_requests_work_unchanged(http: httpx2.AsyncClient) -> None:
-    answer = await http.post("/api/events", json=flux_event("temp-sensor-01", temperature=22.5, unit="celsius"))
+    answer = await http.post(
+        "/api/events", json=flux_event("temp-sensor-01", temperature=22.5, unit="celsius")
+    )
     assert answer.status_code == 200
     body = answer.json()
     assert body["stream"] == "sensors" and len(body["eventId"]) == 36
 
     batch = await http.post(
         "/api/events/batch",
-        json={"events": [flux_event("matt/sensor-01", t=1), {"source": "x"}, flux_event("matt/sensor-02", t=2)]},
+        json={
+            "events": [flux_event("matt/sensor-01", t=1), {"source": "x"}, flux_event("matt/sensor-02", t=2)]
+        },
     )
     assert batch.status_code == 200
     shape = batch.json()
@@ -89,8 +96,11 @@ async def test_flux_documented_requests_work_unchanged(http: httpx2.AsyncClient)
     assert entity["lastUpdated"].endswith("Z")
     listed = (await http.get("/api/state/entities", params={"namespace": "matt"})).json()
     assert [item["id"] for item in listed] == ["matt/sensor-01", "matt/sensor-02"]
-    paged = (await http.get("/api/state/entities", params={"limit": "1", "after": "matt/sensor-01",
-                                                            "properties": "t,zz"})).json()
+    paged = (
+        await http.get(
+            "/api/state/entities", params={"limit": "1", "after": "matt/sensor-01", "properties": "t,zz"}
+        )
+    ).json()
     assert paged == [{**listed[1], "properties": {"t": 2}}]
 
     history = (await http.get("/api/events", params={"entity": "matt/sensor-01"})).json()
@@ -106,7 +116,9 @@ async def test_flux_documented_requests_work_unchanged(http: httpx2.AsyncClient)
 async def test_errors_are_flux_shaped_with_the_right_status(http: httpx2.AsyncClient) -> None:
     missing = await http.get("/api/state/entities/nope")
     assert (missing.status_code, missing.json()) == (404, {"error": "Entity not found"})
-    bad_json = await http.post("/api/events", content=b"{not json", headers={"content-type": "application/json"})
+    bad_json = await http.post(
+        "/api/events", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
     bad_stream = await http.post("/api/events", json={**flux_event("a/b", v=1), "stream": "Bad-Stream"})
     assert bad_stream.status_code == 400 and "stream" in bad_stream.json()["error"]
@@ -118,7 +130,9 @@ async def test_errors_are_flux_shaped_with_the_right_status(http: httpx2.AsyncCl
     assert bad_limit.status_code == 400
     two_filters = await http.post("/api/state/entities/delete", json={"prefix": "a", "namespace": "b"})
     assert two_filters.status_code == 400
-    too_many = await http.post("/api/state/entities/delete", json={"entity_ids": [f"x/{i}" for i in range(10_001)]})
+    too_many = await http.post(
+        "/api/state/entities/delete", json={"entity_ids": [f"x/{i}" for i in range(10_001)]}
+    )
     assert too_many.status_code == 400 and "10,000" in too_many.json()["error"]
     no_namespaces = await http.post("/api/namespaces", json={"name": "lab"})
     assert no_namespaces.status_code == 404
@@ -166,8 +180,12 @@ async def test_writes_need_the_owning_token(secured: tuple[str, FakeClock], tmp_
     assert token not in stored and other not in stored  # only hashes are kept
     assert NamespaceRegistry(tmp_path / "namespaces.json").owner_of(token) == "lab"
 
-    async with RemoteWorldState(url, token=None) as anonymous, RemoteWorldState(url, token=other) as wrong, \
-            RemoteWorldState(url, token=token) as owner, RemoteWorldState(url, token="made-up") as stranger:
+    async with (
+        RemoteWorldState(url, token=None) as anonymous,
+        RemoteWorldState(url, token=other) as wrong,
+        RemoteWorldState(url, token=token) as owner,
+        RemoteWorldState(url, token="made-up") as stranger,
+    ):
         with pytest.raises(StateAuthError) as missing:
             await anonymous.publish(make_event("lab/s1", {"v": 1}))
         assert missing.value.status == 401
@@ -290,8 +308,9 @@ def _free_port() -> int:
 
 async def test_remote_subscription_reconnects_and_fills_the_gap(store: EmbeddedWorldState) -> None:
     port = _free_port()
-    await store.publish_batch([make_event("gap/a", {"v": 1}), make_event("gap/b", {"v": 1}),
-                               make_event("gap/c", {"v": 1})])
+    await store.publish_batch(
+        [make_event("gap/a", {"v": 1}), make_event("gap/b", {"v": 1}), make_event("gap/c", {"v": 1})]
+    )
     client = RemoteWorldState(f"http://127.0.0.1:{port}", max_reconnect_delay=0.2)
     try:
         async with serve_in_background(store, port=port):
@@ -307,7 +326,11 @@ async def test_remote_subscription_reconnects_and_fills_the_gap(store: EmbeddedW
         async with serve_in_background(store, port=port):
             caught_up = [await asyncio.wait_for(anext(subscription), 10) for _ in range(3)]
             summary = {(item.type, item.entity_id) for item in caught_up}
-            assert summary == {("state_update", "gap/a"), ("entity_deleted", "gap/b"), ("state_update", "gap/d")}
+            assert summary == {
+                ("state_update", "gap/a"),
+                ("entity_deleted", "gap/b"),
+                ("state_update", "gap/d"),
+            }
             assert next(item for item in caught_up if item.entity_id == "gap/a").properties == {"v": 2}
             await store.publish(make_event("gap/c", {"v": 5}))  # and live updates flow again
             live = await asyncio.wait_for(anext(subscription), 5)
@@ -325,16 +348,24 @@ async def run_script(url: str, *args: str, token: str | None = None) -> tuple[in
     if token:
         env["FLUX_TOKEN"] = token
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(FLUX_SCRIPT), *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        str(FLUX_SCRIPT),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, json.loads(out) if out.strip() else None, err.decode()
 
 
-async def test_skill_script_talks_to_the_server(open_url: str, store: EmbeddedWorldState, tmp_path: Path) -> None:
-    code, answer, _ = await run_script(open_url, "publish", "lab/s1", '{"temp": 21.5}', "--stream", "sensors.temp")
+async def test_skill_script_talks_to_the_server(
+    open_url: str, store: EmbeddedWorldState, tmp_path: Path
+) -> None:
+    code, answer, _ = await run_script(
+        open_url, "publish", "lab/s1", '{"temp": 21.5}', "--stream", "sensors.temp"
+    )
     assert code == 0 and answer["stream"] == "sensors.temp"
     code, entity, _ = await run_script(open_url, "get", "lab/s1")
     assert code == 0 and entity["properties"] == {"temp": 21.5}

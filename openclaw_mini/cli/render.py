@@ -48,6 +48,9 @@ class PlainRenderer:
             status = "error" if event.tool.is_error else "ok"
             self.err.write(f"[tool {event.tool.name}({short_args(event.tool.input)}) {status} "
                            f"{event.tool.duration_ms:.0f} ms]\n")
+        elif event.type == "subagent" and event.tool is not None and event.data.get("event") == "tool_end":
+            self.err.write(f"[  sub-agent {event.data.get('label')}: {event.tool.name}"
+                           f"({short_args(event.tool.input)})]\n")
         elif event.type in ("warning", "error"):
             self.err.write(f"{event.type}: {event.text}\n")
         elif event.type == "compaction":
@@ -89,6 +92,21 @@ class RichRenderer:
             self.console.print(Markdown(self._text))
         self._text = ""
 
+    def _pause_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+            self._paused = True
+
+    def _resume_live(self) -> None:
+        from rich.spinner import Spinner
+
+        if getattr(self, "_paused", False):
+            self._paused = False
+            self._ensure_live()
+            assert self._live is not None
+            self._live.update(Spinner("dots", text="sub-agent working…", style="yellow"))
+
     def _ensure_live(self) -> None:
         from rich.live import Live
 
@@ -116,6 +134,14 @@ class RichRenderer:
                 self._live.stop()
                 self._live = None
             self.console.print(tool_panel(event.tool))
+        elif event.type == "subagent" and event.tool is not None:
+            if event.data.get("event") == "tool_end":
+                mark = "[red]✗[/]" if event.tool.is_error else "[green]✓[/]"
+                self._pause_live()
+                self.console.print(f"  [dim]↳ {event.data.get('label')}:[/] {mark} {event.tool.name} "
+                                   f"[dim]{short_args(event.tool.input, 60)} · {event.tool.duration_ms:.0f} ms[/]",
+                                   highlight=False)
+                self._resume_live()
         elif event.type == "warning":
             self._flush_text()
             self.console.print(f"[yellow]warning:[/] {event.text}", highlight=False)

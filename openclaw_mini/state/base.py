@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from .models import (
     BatchDeleteResult,
@@ -45,7 +45,7 @@ class Subscription(ABC):
     update published after that line is never missed.
     """
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -57,7 +57,7 @@ class Subscription(ABC):
     ) -> None:
         await self.aclose()
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> Self:
         return self
 
     @abstractmethod
@@ -131,7 +131,7 @@ class WorldState(ABC):
     async def aclose(self) -> None:
         """Release connections and threads; the store is unusable afterwards."""
 
-    async def __aenter__(self) -> WorldState:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

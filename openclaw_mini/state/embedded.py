@@ -51,7 +51,6 @@ from .models import (
     StateUpdate,
     make_tombstone,
     matches_pattern,
-    namespace_of,
     now_ms,
     prepare_batch,
     prepare_event,
@@ -77,12 +76,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_entity ON events(entity_id, seq);
 CREATE TABLE IF NOT EXISTS entities (
     id TEXT PRIMARY KEY,
-    namespace TEXT,
     properties TEXT NOT NULL,
     last_updated INTEGER NOT NULL,
     last_seq INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entities_by_namespace ON entities(namespace, id);
 """
 
 
@@ -426,11 +423,11 @@ class EmbeddedWorldState(WorldState):
                     conn.execute("DELETE FROM entities WHERE id = ?", (entity_id,))
             else:
                 conn.execute(
-                    "INSERT OR REPLACE INTO entities (id, namespace, properties, last_updated, last_seq) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO entities (id, properties, last_updated, last_seq) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET properties = excluded.properties, "
+                    "last_updated = excluded.last_updated, last_seq = excluded.last_seq",
                     (
                         entity_id,
-                        namespace_of(entity_id),
                         json.dumps(current.properties, separators=(",", ":"), ensure_ascii=False),
                         current.last_updated,
                         current.last_seq,
@@ -527,7 +524,7 @@ class EmbeddedWorldState(WorldState):
             if entity_ids is not None:
                 targets = list(dict.fromkeys(entity_ids))
             elif namespace is not None:
-                rows = conn.execute("SELECT id FROM entities WHERE namespace = ? ORDER BY id", (namespace,))
+                rows = self._select_prefix(conn, "SELECT id FROM entities", f"{namespace}/")
                 targets = [row[0] for row in rows]
             else:
                 assert prefix is not None
@@ -603,8 +600,8 @@ class EmbeddedWorldState(WorldState):
     def _list(self, prefix: str | None, namespace: str | None) -> builtins.list[Entity]:
         conn = self._db()
         select = "SELECT id, properties, last_updated FROM entities"
-        if namespace is not None:
-            cursor = conn.execute(f"{select} WHERE namespace = ? ORDER BY id", (namespace,))
+        if namespace is not None:  # a namespace is exactly the ids starting with "<namespace>/"
+            cursor = self._select_prefix(conn, select, f"{namespace}/")
             rows = [row for row in cursor if prefix is None or row[0].startswith(prefix)]
         elif prefix:
             rows = list(self._select_prefix(conn, select, prefix))
@@ -680,12 +677,10 @@ class EmbeddedWorldState(WorldState):
             state = self._replay_rows(conn)
             conn.execute("DELETE FROM entities")
             conn.executemany(
-                "INSERT INTO entities (id, namespace, properties, last_updated, last_seq) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO entities (id, properties, last_updated, last_seq) VALUES (?, ?, ?, ?)",
                 [
                     (
                         key,
-                        namespace_of(key),
                         json.dumps(value.properties, separators=(",", ":"), ensure_ascii=False),
                         value.last_updated,
                         value.last_seq,
