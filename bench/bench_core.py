@@ -32,8 +32,14 @@ def _script(steps: int) -> list:
 async def _loop_in_process(workspace: Path) -> float:
     model = ScriptedModel()
     model.queue(text_reply("warm"), *_script(STEPS))
-    async with Agent(workspace_dir=workspace, model=model, tools=[noop], max_turns=STEPS + 1,
-                     enable_memory=False, enable_skills=False) as agent:
+    async with Agent(
+        workspace_dir=workspace,
+        model=model,
+        tools=[noop],
+        max_turns=STEPS + 1,
+        enable_memory=False,
+        enable_skills=False,
+    ) as agent:
         await agent.run("warm-up", "hi")  # imports and first-use setup are not loop overhead
         started = time.perf_counter()
         result = await agent.run("bench", "go")
@@ -45,8 +51,15 @@ async def _loop_in_process(workspace: Path) -> float:
 async def _loop_over_http(workspace: Path) -> float:
     with FakeAnthropicServer() as server:
         server.queue(text_reply("warm"), *_script(STEPS))
-        async with Agent(workspace_dir=workspace, api_key="bench", base_url=server.url, tools=[noop],
-                         max_turns=STEPS + 1, enable_memory=False, enable_skills=False) as agent:
+        async with Agent(
+            workspace_dir=workspace,
+            api_key="bench",
+            base_url=server.url,
+            tools=[noop],
+            max_turns=STEPS + 1,
+            enable_memory=False,
+            enable_skills=False,
+        ) as agent:
             await agent.run("warm-up", "hi")  # the SDK's import (~1 s) is not per-step cost
             started = time.perf_counter()
             result = await agent.run("bench", "go")
@@ -61,7 +74,9 @@ def _fill(store: SessionStore, key: SessionKey, count: int) -> tuple[float, list
     started = time.perf_counter()
     for index in range(count):
         role = "user" if index % 2 == 0 else "assistant"
-        batch.append(MessageEntry(role=role, content=[{"type": "text", "text": f"message {index} " + "x" * 80}]))
+        batch.append(
+            MessageEntry(role=role, content=[{"type": "text", "text": f"message {index} " + "x" * 80}])
+        )
         if len(batch) == 1000:
             store.append_sync(key, batch)
             last, batch = batch, []
@@ -100,7 +115,9 @@ def run() -> list[tuple[str, str, str]]:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         per_step = asyncio.run(_loop_in_process(Path(folder) / "a"))
-        rows.append(("loop overhead per tool step (scripted model, 100 steps)", f"{per_step:.3f} ms", "< 0.5 ms"))
+        rows.append(
+            ("loop overhead per tool step (scripted model, 100 steps)", f"{per_step:.3f} ms", "< 0.5 ms")
+        )
         per_http = asyncio.run(_loop_over_http(Path(folder) / "b"))
         rows.append(("loop per tool step via real SDK + fake server", f"{per_http:.2f} ms", "measured"))
         append_s, resume_s, compacted_s = _resume(Path(folder) / "c")
@@ -108,7 +125,13 @@ def run() -> list[tuple[str, str, str]]:
         rows.append(("resume 100,000-entry session (load + history)", f"{resume_s * 1000:.0f} ms", "< 1 s"))
         rows.append(("resume compacted 100,000-entry session", f"{compacted_s * 1000:.0f} ms", "< 1 s"))
     python = sys.executable
-    rows.append(("import openclaw_mini (median of 5)", f"{_wall([python, '-c', 'import openclaw_mini']):.0f} ms", "< 300 ms"))
+    rows.append(
+        (
+            "import openclaw_mini (median of 5)",
+            f"{_wall([python, '-c', 'import openclaw_mini']):.0f} ms",
+            "< 300 ms",
+        )
+    )
     cli = [python, "-m", "openclaw_mini.cli.main", "--help"]
     rows.append(("openclaw-mini --help (median of 5)", f"{_wall(cli):.0f} ms", "< 300 ms"))
     return rows

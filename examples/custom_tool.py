@@ -1,7 +1,7 @@
 """A custom tool: a typed Python function becomes a tool the model can call.
 
-    export ANTHROPIC_API_KEY=sk-ant-...
-    python examples/custom_tool.py
+export ANTHROPIC_API_KEY=sk-ant-...
+python examples/custom_tool.py
 """
 
 from __future__ import annotations
@@ -31,20 +31,23 @@ def days_until(day: str) -> str:
 @tool
 async def workspace_size(ctx: ToolContext) -> str:
     """Report how many files the workspace holds and their total size."""
-    files = [p for p in ctx.workspace.rglob("*") if p.is_file() and ".openclaw-mini" not in p.parts]
-    return f"{len(files)} files, {sum(p.stat().st_size for p in files):,} bytes"
+
+    def measure() -> str:  # file-system walks run off the event loop
+        files = [p for p in ctx.workspace.rglob("*") if p.is_file() and ".openclaw-mini" not in p.parts]
+        return f"{len(files)} files, {sum(p.stat().st_size for p in files):,} bytes"
+
+    return await asyncio.to_thread(measure)
 
 
-async def main() -> None:
-    workspace = Path(os.environ.get("OPENCLAW_MINI_WORKSPACE", "example-workspace"))
-    workspace.mkdir(parents=True, exist_ok=True)
+async def main(workspace: Path) -> None:
     agent = Agent(
         workspace_dir=workspace,
         tools=[days_until, workspace_size],
         tool_policy=ToolPolicy(deny=["group:runtime"]),  # no shell for this agent
     )
     async with agent:
-        async for event in agent.stream("tools-demo", "How many days until 2026-12-24, and how big is the workspace?"):
+        question = "How many days until 2026-12-24, and how big is the workspace?"
+        async for event in agent.stream("tools-demo", question):
             if event.type == "tool_end" and event.tool is not None:
                 print(f"[{event.tool.name}] {event.tool.output}")
             elif event.type == "text_delta":
@@ -53,4 +56,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    folder = Path(os.environ.get("OPENCLAW_MINI_WORKSPACE", "example-workspace"))
+    folder.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(folder))

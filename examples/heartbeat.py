@@ -54,12 +54,15 @@ async def callback_mode(agent: Agent) -> None:
     await asyncio.wait_for(seen.wait(), timeout=30)
 
 
-async def main() -> None:
+def prepare() -> Path:
     workspace = Path(os.environ.get("OPENCLAW_MINI_WORKSPACE", "example-workspace"))
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "HEARTBEAT.md").write_text(HEARTBEAT_MD)
     (workspace / "notes.txt").write_text("Tax return deadline: in two days.\n")
+    return workspace
 
+
+async def main(workspace: Path) -> None:
     # active_hours=None: run at any hour for this demo (the default window is 08:00-22:00).
     config = HeartbeatConfig(every="30m", active_hours=None)
     async with Agent(workspace_dir=workspace, heartbeat=config) as agent:
@@ -71,4 +74,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(prepare()))

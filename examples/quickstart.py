@@ -16,16 +16,21 @@ from pathlib import Path
 from openclaw_mini import Agent
 
 
-async def main() -> None:
+def prepare() -> Path:
     workspace = Path(os.environ.get("OPENCLAW_MINI_WORKSPACE", "example-workspace"))
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "hello.txt").write_text("openclaw-mini says hello.\n")
+    return workspace
 
+
+async def main(workspace: Path) -> None:
     async with Agent(workspace_dir=workspace) as agent:
         result = await agent.run("quickstart", "What does hello.txt say? Answer in one sentence.")
         print(f"agent: {result.text}")
-        print(f"(tools used: {[call.name for call in result.tool_calls]}, tokens in/out: "
-              f"{result.usage.input_tokens}/{result.usage.output_tokens})")
+        print(
+            f"(tools used: {[call.name for call in result.tool_calls]}, tokens in/out: "
+            f"{result.usage.input_tokens}/{result.usage.output_tokens})"
+        )
 
         print("agent (streamed): ", end="", flush=True)
         async for event in agent.stream("quickstart", "Now say it in French."):
@@ -35,4 +40,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(prepare()))

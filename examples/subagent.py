@@ -17,15 +17,20 @@ from pathlib import Path
 from openclaw_mini import Agent
 
 
-async def main() -> None:
+def prepare() -> Path:
     workspace = Path(os.environ.get("OPENCLAW_MINI_WORKSPACE", "example-workspace"))
     (workspace / "docs").mkdir(parents=True, exist_ok=True)
     (workspace / "docs" / "a.md").write_text("# Alpha\nThe alpha service stores invoices.\n")
     (workspace / "docs" / "b.md").write_text("# Beta\nThe beta service sends reminders.\n")
+    return workspace
 
+
+async def main(workspace: Path) -> None:
     async with Agent(workspace_dir=workspace) as agent:
-        prompt = ("Use sessions_spawn to have a sub-agent (with only the read and ls tools) summarise "
-                  "every file in docs/ in one line each, then give me its summary.")
+        prompt = (
+            "Use sessions_spawn to have a sub-agent (with only the read and ls tools) summarise "
+            "every file in docs/ in one line each, then give me its summary."
+        )
         async for event in agent.stream("delegation", prompt):
             if event.type == "subagent" and event.tool is not None and event.data.get("event") == "tool_end":
                 print(f"  ↳ sub-agent {event.data['label']}: {event.tool.name} {event.tool.input}")
@@ -37,4 +42,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(prepare()))

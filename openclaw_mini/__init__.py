@@ -53,14 +53,56 @@ _EXPORTS: dict[str, str] = {
     "tool": ".tools.base",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "AnthropicModel",
+    "BootstrapConfig",
+    "CompactionConfig",
+    "ConfigError",
+    "ContextOverflowError",
+    "HeartbeatConfig",
+    "HeartbeatRequest",
+    "HeartbeatTask",
+    "MemoryHit",
+    "MemoryStore",
+    "MissingAPIKeyError",
+    "Model",
+    "ModelError",
+    "ModelRequest",
+    "ModelResponse",
+    "PruningConfig",
+    "RunEvent",
+    "RunResult",
+    "SandboxConfig",
+    "SessionKey",
+    "SessionStore",
+    "Skill",
+    "SkillLoader",
+    "Tool",
+    "ToolCallRecord",
+    "ToolContext",
+    "ToolError",
+    "ToolPolicy",
+    "Usage",
+    "__version__",
+    "tool",
+]
 
 if TYPE_CHECKING:
     from .agent import Agent, MissingAPIKeyError
     from .config import AgentConfig, BootstrapConfig, CompactionConfig, ConfigError, PruningConfig
     from .events import RunEvent, RunResult, ToolCallRecord
     from .heartbeat import HeartbeatConfig, HeartbeatRequest, HeartbeatTask
-    from .llm import AnthropicModel, ContextOverflowError, Model, ModelError, ModelRequest, ModelResponse, Usage
+    from .llm import (
+        AnthropicModel,
+        ContextOverflowError,
+        Model,
+        ModelError,
+        ModelRequest,
+        ModelResponse,
+        Usage,
+    )
     from .memory import MemoryHit, MemoryStore
     from .session import SessionKey, SessionStore
     from .skills import Skill, SkillLoader

@@ -88,8 +88,9 @@ class _SessionState:
 
         messages, sized = self.messages, self.sized
         count = len(sized)
-        if count and (count > len(messages) or sized[0][0] is not messages[0]
-                      or sized[-1][0] is not messages[count - 1]):
+        if count and (
+            count > len(messages) or sized[0][0] is not messages[0] or sized[-1][0] is not messages[count - 1]
+        ):
             sized.clear()
             self.sized_chars = count = 0
         for message in messages[count:]:
@@ -146,13 +147,28 @@ class Agent:
     ) -> None:
         model_name = model if isinstance(model, str) else getattr(model, "model_name", "custom")
         values: dict[str, Any] = dict(
-            workspace_dir=workspace_dir, agent_id=agent_id, model=model_name, api_key=api_key,
-            base_url=base_url, max_turns=max_turns, max_tokens=max_tokens, max_retries=max_retries,
-            timeout_seconds=timeout_seconds, thinking_budget_tokens=thinking_budget_tokens,
-            context_window_tokens=context_window_tokens, tool_policy=tool_policy, sandbox=sandbox,
-            enable_memory=enable_memory, enable_context=enable_context, enable_skills=enable_skills,
-            enable_heartbeat=enable_heartbeat, bootstrap=bootstrap, pruning=pruning,
-            compaction=compaction, timezone=timezone, max_spawn_depth=max_spawn_depth,
+            workspace_dir=workspace_dir,
+            agent_id=agent_id,
+            model=model_name,
+            api_key=api_key,
+            base_url=base_url,
+            max_turns=max_turns,
+            max_tokens=max_tokens,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            thinking_budget_tokens=thinking_budget_tokens,
+            context_window_tokens=context_window_tokens,
+            tool_policy=tool_policy,
+            sandbox=sandbox,
+            enable_memory=enable_memory,
+            enable_context=enable_context,
+            enable_skills=enable_skills,
+            enable_heartbeat=enable_heartbeat,
+            bootstrap=bootstrap,
+            pruning=pruning,
+            compaction=compaction,
+            timezone=timezone,
+            max_spawn_depth=max_spawn_depth,
         )
         if config is not None:
             merged = config.model_dump()
@@ -223,8 +239,7 @@ class Agent:
         if isinstance(self._model, AnthropicModel) or self._model is None:
             if not self.config.resolved_api_key:
                 raise MissingAPIKeyError(
-                    "No API key found: set the ANTHROPIC_API_KEY environment variable "
-                    "(or pass api_key=...)."
+                    "No API key found: set the ANTHROPIC_API_KEY environment variable (or pass api_key=...)."
                 )
 
     @property
@@ -295,7 +310,7 @@ class Agent:
             async with self._lanes.lane(name):
                 current = asyncio.current_task()
                 assert current is not None
-                self._running[name] = current  # type: ignore[assignment]
+                self._running[name] = current
                 try:
                     result = await self._execute(key, text, emit)
                 finally:
@@ -303,7 +318,9 @@ class Agent:
         except asyncio.CancelledError:
             result = RunResult(text="", session_key=name, stop_reason="aborted")
         except Exception as exc:
-            message = str(exc) if isinstance(exc, (ModelError, ConfigError)) else f"{type(exc).__name__}: {exc}"
+            message = (
+                str(exc) if isinstance(exc, (ModelError, ConfigError)) else f"{type(exc).__name__}: {exc}"
+            )
             if not isinstance(exc, (ModelError, ConfigError)):
                 log.exception("run on %s failed", name)
             emit(RunEvent("error", name, text=message))
@@ -347,16 +364,27 @@ class Agent:
             session_key=name,
         )
         return RunResult(
-            text=outcome.text, session_key=name, tool_calls=outcome.tool_calls, usage=outcome.usage,
-            stop_reason=outcome.stop_reason, turns=outcome.turns,
+            text=outcome.text,
+            session_key=name,
+            tool_calls=outcome.tool_calls,
+            usage=outcome.usage,
+            stop_reason=outcome.stop_reason,
+            turns=outcome.turns,
         )
 
-    def _tool_context(self, session_key: str,
-                      emit: Callable[[RunEvent], None] | None = None) -> Callable[[str], ToolContext]:
+    def _tool_context(
+        self, session_key: str, emit: Callable[[RunEvent], None] | None = None
+    ) -> Callable[[str], ToolContext]:
         def make(tool_use_id: str) -> ToolContext:
-            return ToolContext(workspace=self.workspace, session_key=session_key,
-                               agent_id=self.config.agent_id, sandbox=self._sandbox,
-                               tool_use_id=tool_use_id, extras=self.extras, emit=emit)
+            return ToolContext(
+                workspace=self.workspace,
+                session_key=session_key,
+                agent_id=self.config.agent_id,
+                sandbox=self._sandbox,
+                tool_use_id=tool_use_id,
+                extras=self.extras,
+                emit=emit,
+            )
 
         return make
 
@@ -371,11 +399,15 @@ class Agent:
 
             match = match_skill(skills, text)
             if match is not None:
-                return [{"type": "text", "text": match.injection()},
-                        {"type": "text", "text": match.user_text}]
+                return [
+                    {"type": "text", "text": match.injection()},
+                    {"type": "text", "text": match.user_text},
+                ]
         return [{"type": "text", "text": text}]
 
-    async def _skills_snapshot(self, session_key: str, emit: Callable[[RunEvent], None]) -> SkillSnapshot | None:
+    async def _skills_snapshot(
+        self, session_key: str, emit: Callable[[RunEvent], None]
+    ) -> SkillSnapshot | None:
         if self._skill_loader is None:
             return None
         try:
@@ -384,8 +416,9 @@ class Agent:
             emit(RunEvent("warning", session_key, text=f"Skills could not be loaded: {exc}"))
             return None
 
-    def _base_request(self, key: SessionKey, skills: SkillSnapshot | None,
-                       emit: Callable[[RunEvent], None]) -> ModelRequest:
+    def _base_request(
+        self, key: SessionKey, skills: SkillSnapshot | None, emit: Callable[[RunEvent], None]
+    ) -> ModelRequest:
         stable, dynamic = self._system_prompt(key, skills, emit)
         return ModelRequest(
             model=self.config.model,
@@ -397,8 +430,9 @@ class Agent:
             thinking_budget_tokens=self.config.thinking_budget_tokens,
         )
 
-    def _system_prompt(self, key: SessionKey, skills: SkillSnapshot | None,
-                       emit: Callable[[RunEvent], None]) -> tuple[str, str]:
+    def _system_prompt(
+        self, key: SessionKey, skills: SkillSnapshot | None, emit: Callable[[RunEvent], None]
+    ) -> tuple[str, str]:
         from .context.bootstrap import BootstrapLoader
         from .context.prompt import build_system_prompt
 
@@ -452,8 +486,13 @@ class Agent:
         if cached is not None and cached.file_size == size:
             return cached
         loaded: LoadedSession = await self.sessions.load(key, active_only=True)
-        state = _SessionState(key=key, entries=loaded.entries, messages=build_messages(loaded.entries),
-                              file_size=size, warnings=list(loaded.warnings))
+        state = _SessionState(
+            key=key,
+            entries=loaded.entries,
+            messages=build_messages(loaded.entries),
+            file_size=size,
+            warnings=list(loaded.warnings),
+        )
         from .context.compaction import flushed_since_compaction
 
         state.flushed_this_cycle = flushed_since_compaction(loaded.entries)
@@ -469,8 +508,10 @@ class Agent:
         if isinstance(entry, MessageEntry) and entry.role == "assistant" and entry.usage:
             usage = entry.usage
             state.last_context_tokens = (
-                usage.get("input_tokens", 0) + usage.get("cache_creation_input_tokens", 0)
-                + usage.get("cache_read_input_tokens", 0) + usage.get("output_tokens", 0)
+                usage.get("input_tokens", 0)
+                + usage.get("cache_creation_input_tokens", 0)
+                + usage.get("cache_read_input_tokens", 0)
+                + usage.get("output_tokens", 0)
             )
             state.messages_at_usage = len(state.messages)  # the loop appends before persisting
 
@@ -490,7 +531,9 @@ class Agent:
 
         fixed = self._fixed_tokens(request) if state.last_context_tokens is None else 0
         return estimate_context_tokens(
-            state.messages, fixed_tokens=fixed, reported_tokens=state.last_context_tokens,
+            state.messages,
+            fixed_tokens=fixed,
+            reported_tokens=state.last_context_tokens,
             reported_messages=state.messages_at_usage,
         )
 
@@ -502,8 +545,9 @@ class Agent:
         tools = sum(len(json.dumps(definition)) for definition in request.tools)
         return estimate_tokens(request.system_stable + request.system_dynamic) + tools // 4
 
-    async def _prepare(self, state: _SessionState, request: ModelRequest,
-                       emit: Callable[[RunEvent], None]) -> list[dict[str, Any]]:
+    async def _prepare(
+        self, state: _SessionState, request: ModelRequest, emit: Callable[[RunEvent], None]
+    ) -> list[dict[str, Any]]:
         """Before each request: memory flush and compaction when due, then pruning by size."""
         if not self.config.enable_context:
             return state.messages
@@ -512,8 +556,11 @@ class Agent:
         if self.config.compaction.enabled:
             from .context.compaction import should_compact, should_flush_memory
 
-            if (self.config.enable_memory and not state.flushed_this_cycle
-                    and should_flush_memory(estimate, window, self.config.compaction)):
+            if (
+                self.config.enable_memory
+                and not state.flushed_this_cycle
+                and should_flush_memory(estimate, window, self.config.compaction)
+            ):
                 await self._memory_flush(state, request, estimate)
                 estimate = self._estimate_tokens(state, request)
             if should_compact(estimate, window, self.config.compaction):
@@ -540,9 +587,13 @@ class Agent:
         allowed = {"memory_write", "memory_search", "memory_get", "read", "write", "edit"}
         tools = {tool.name: tool for tool in self.tools if tool.name in allowed}
         flush_request = ModelRequest(
-            model=request.model, messages=[], system_stable=request.system_stable,
-            system_dynamic=request.system_dynamic, tools=[t.definition() for t in tools.values()],
-            max_tokens=request.max_tokens, metadata={"purpose": "memory_flush"},
+            model=request.model,
+            messages=[],
+            system_stable=request.system_stable,
+            system_dynamic=request.system_dynamic,
+            tools=[t.definition() for t in tools.values()],
+            max_tokens=request.max_tokens,
+            metadata={"purpose": "memory_flush"},
         )
 
         async def persist_hidden(entry: MessageEntry) -> None:
@@ -556,18 +607,29 @@ class Agent:
             return False
 
         outcome = await run_tool_loop(
-            model=self.model, conversation=state, base_request=flush_request, tools=tools,
-            policy=self.config.tool_policy, sandbox=self._sandbox,
-            hooks=LoopHooks(emit=lambda event: None, persist=persist_hidden, prepare=unchanged,
-                            on_overflow=no_overflow, tool_context=self._tool_context(name)),
-            max_turns=4, session_key=name,
+            model=self.model,
+            conversation=state,
+            base_request=flush_request,
+            tools=tools,
+            policy=self.config.tool_policy,
+            sandbox=self._sandbox,
+            hooks=LoopHooks(
+                emit=lambda event: None,
+                persist=persist_hidden,
+                prepare=unchanged,
+                on_overflow=no_overflow,
+                tool_context=self._tool_context(name),
+            ),
+            max_turns=4,
+            session_key=name,
         )
         await self._persist(state, make_flush_marker(estimate))
         if not is_silent_reply(outcome.text):
             log.info("memory flush on %s replied: %s", name, outcome.text[:200])
 
-    async def _compact(self, state: _SessionState, request: ModelRequest,
-                       emit: Callable[[RunEvent], None], *, reason: str) -> bool:
+    async def _compact(
+        self, state: _SessionState, request: ModelRequest, emit: Callable[[RunEvent], None], *, reason: str
+    ) -> bool:
         """Summarise the older part of the history; the transcript keeps every entry."""
         from .context.compaction import (
             build_summary_request,
@@ -589,7 +651,9 @@ class Agent:
         if plan is None:
             return False
         summary_request = build_summary_request(
-            plan, model=self.config.model, max_tokens=min(budget, self.config.max_tokens),
+            plan,
+            model=self.config.model,
+            max_tokens=min(budget, self.config.max_tokens),
             max_input_tokens=max(window - budget - 1_000, 256),
         )
         summary, _usage = await summarize(self.model, summary_request)
@@ -599,10 +663,18 @@ class Agent:
         state.last_context_tokens = None
         state.messages_at_usage = 0
         state.flushed_this_cycle = False
-        emit(RunEvent("compaction", str(state.key), data={
-            "reason": reason, "tokens_before": entry.tokens_before,
-            "tokens_after": entry.tokens_after, "summary": summary,
-        }))
+        emit(
+            RunEvent(
+                "compaction",
+                str(state.key),
+                data={
+                    "reason": reason,
+                    "tokens_before": entry.tokens_before,
+                    "tokens_after": entry.tokens_after,
+                    "summary": summary,
+                },
+            )
+        )
         return True
 
     async def compact(self, session: str | SessionKey) -> dict[str, Any] | None:
@@ -612,8 +684,9 @@ class Agent:
         events: list[RunEvent] = []
         async with self._lanes.lane(str(key)):
             state = await self._load_state(key)
-            request = self._base_request(key, await self._skills_snapshot(str(key), events.append),
-                                         events.append)
+            request = self._base_request(
+                key, await self._skills_snapshot(str(key), events.append), events.append
+            )
             done = await self._compact(state, request, events.append, reason="manual")
         if not done:
             return None
@@ -625,12 +698,16 @@ class Agent:
         """A sub-agent on this workspace: same model client, a tool set no wider than ours, one
         level deeper (it may spawn only while under `max_spawn_depth`)."""
         if self._depth >= self.config.max_spawn_depth:
-            raise ConfigError(f"Sub-agents may not spawn further (max_spawn_depth={self.config.max_spawn_depth}).")
+            raise ConfigError(
+                f"Sub-agents may not spawn further (max_spawn_depth={self.config.max_spawn_depth})."
+            )
         offered = {tool.name for tool in self.tools}
         if tools is not None:
             unknown = sorted(set(tools) - offered)
             if unknown:
-                raise ConfigError(f"A sub-agent can only get tools this agent has; not available: {', '.join(unknown)}.")
+                raise ConfigError(
+                    f"A sub-agent can only get tools this agent has; not available: {', '.join(unknown)}."
+                )
         # Only names this agent offers (already through its policy and sandbox): never wider.
         allowed = sorted(offered if tools is None else set(tools))
         policy = ToolPolicy(allow=allowed, deny=list(self.config.tool_policy.deny))
@@ -646,8 +723,9 @@ class Agent:
         child._background = set()
         child._closed = False
         child._heartbeat = None
-        child._registry = ToolRegistry(t for t in self._registry if t.group != "sessions"
-                                       or child._depth < child.config.max_spawn_depth)
+        child._registry = ToolRegistry(
+            t for t in self._registry if t.group != "sessions" or child._depth < child.config.max_spawn_depth
+        )
         child.extras = {**self.extras, "agent": child}
         return child
 
@@ -674,8 +752,13 @@ class Agent:
     def _heartbeat_runner(self, callback: Any = None, deliver: Any = None) -> HeartbeatRunner:
         from .heartbeat import HeartbeatRunner
 
-        return HeartbeatRunner(self.workspace, self.heartbeat_config, run_turn=self._heartbeat_turn,
-                               callback=callback, deliver=deliver)
+        return HeartbeatRunner(
+            self.workspace,
+            self.heartbeat_config,
+            run_turn=self._heartbeat_turn,
+            callback=callback,
+            deliver=deliver,
+        )
 
     @property
     def heartbeat_config(self) -> HeartbeatConfig:

@@ -130,7 +130,8 @@ class AgentConfig(BaseModel):
         text = str(value).strip().lower()
         if not AGENT_ID_PATTERN.match(text):
             raise ValueError(
-                f"agent_id {value!r} must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
+                f"agent_id {value!r} must be 1-64 characters of a-z, 0-9, '_' or '-', "
+                "starting with a letter or digit"
             )
         return text
 
@@ -151,7 +152,8 @@ class AgentConfig(BaseModel):
     def _thinking_fits(self) -> AgentConfig:
         if self.thinking_budget_tokens is not None and self.thinking_budget_tokens >= self.max_tokens:
             raise ValueError(
-                f"thinking_budget_tokens ({self.thinking_budget_tokens}) must be below max_tokens ({self.max_tokens})"
+                f"thinking_budget_tokens ({self.thinking_budget_tokens}) must be below "
+                f"max_tokens ({self.max_tokens})"
             )
         return self
 

@@ -10,8 +10,16 @@ from .llm import Usage
 __all__ = ["RunEvent", "RunEventType", "RunResult", "ToolCallRecord"]
 
 RunEventType = Literal[
-    "text_delta", "thinking_delta", "tool_start", "tool_end", "turn_end", "compaction", "warning",
-    "subagent", "done", "error",
+    "text_delta",
+    "thinking_delta",
+    "tool_start",
+    "tool_end",
+    "turn_end",
+    "compaction",
+    "warning",
+    "subagent",
+    "done",
+    "error",
 ]
 
 
@@ -54,8 +62,14 @@ class RunResult:
             "error": self.error,
             "usage": self.usage.as_dict(),
             "tool_calls": [
-                {"id": c.id, "name": c.name, "input": c.input, "output": c.output,
-                 "is_error": c.is_error, "duration_ms": round(c.duration_ms, 3)}
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "input": c.input,
+                    "output": c.output,
+                    "is_error": c.is_error,
+                    "duration_ms": round(c.duration_ms, 3),
+                }
                 for c in self.tool_calls
             ],
         }

@@ -138,8 +138,14 @@ class Model(Protocol):
     async def aclose(self) -> None: ...
 
 
-_OVERFLOW_MARKERS = ("prompt is too long", "context window", "context length", "too many tokens",
-                     "maximum context", "context_length_exceeded")
+_OVERFLOW_MARKERS = (
+    "prompt is too long",
+    "context window",
+    "context length",
+    "too many tokens",
+    "maximum context",
+    "context_length_exceeded",
+)
 
 
 def is_context_overflow(message: str) -> bool:
@@ -362,11 +368,18 @@ class _StreamAssembler:
     def _take_usage(self, usage: Any) -> None:
         if usage is None:
             return
-        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        ):
             value = getattr(usage, name, None)
             if value:
                 setattr(self.usage, name, value)
 
     def finish(self) -> ModelResponse:
         content = [self.blocks[index] for index in sorted(self.blocks)]
-        return ModelResponse(content=content, stop_reason=self.stop_reason, usage=self.usage, model=self.model)
+        return ModelResponse(
+            content=content, stop_reason=self.stop_reason, usage=self.usage, model=self.model
+        )

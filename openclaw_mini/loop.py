@@ -87,25 +87,38 @@ async def run_tool_loop(
             outcome.turns += 1
             outcome.usage.add(response.usage)
             assistant = MessageEntry(
-                role="assistant", content=response.content, usage=response.usage.as_dict(),
-                stop_reason=response.stop_reason, model=response.model or None,
+                role="assistant",
+                content=response.content,
+                usage=response.usage.as_dict(),
+                stop_reason=response.stop_reason,
+                model=response.model or None,
             )
             conversation.messages.append({"role": "assistant", "content": response.content})
             await hooks.persist(assistant)
             if response.text:
                 outcome.text = response.text
-            hooks.emit(RunEvent("turn_end", session_key, turn=outcome.turns, usage=response.usage,
-                                stop_reason=response.stop_reason))
+            hooks.emit(
+                RunEvent(
+                    "turn_end",
+                    session_key,
+                    turn=outcome.turns,
+                    usage=response.usage,
+                    stop_reason=response.stop_reason,
+                )
+            )
             calls = response.tool_uses
             if not calls or response.stop_reason not in ("tool_use", None, "pause_turn"):
                 if response.stop_reason == "pause_turn":
                     continue
                 outcome.stop_reason = response.stop_reason or "end_turn"
                 if calls:  # tool_use blocks with another stop reason (e.g. max_tokens): answer them
-                    await _answer_unrun(calls, hooks, conversation, "The reply was cut off before this tool ran.")
+                    await _answer_unrun(
+                        calls, hooks, conversation, "The reply was cut off before this tool ran."
+                    )
                 return outcome
-            pending_calls = [ToolCallRecord(id=c["id"], name=c["name"], input=c.get("input") or {})
-                             for c in calls]
+            pending_calls = [
+                ToolCallRecord(id=c["id"], name=c["name"], input=c.get("input") or {}) for c in calls
+            ]
             await _run_tools(pending_calls, tools, policy, sandbox, hooks, session_key)
             outcome.tool_calls.extend(pending_calls)
             results = [_result_block(record) for record in pending_calls]
@@ -167,7 +180,9 @@ async def _run_tools(
         try:
             tool = tools.get(record.name)
             if tool is None:
-                raise ToolRefused(f"Unknown tool '{record.name}'. Available tools: {', '.join(sorted(tools))}.")
+                raise ToolRefused(
+                    f"Unknown tool '{record.name}'. Available tools: {', '.join(sorted(tools))}."
+                )
             sandbox.check_call(tool, policy)
             if "_invalid_json" in record.input:
                 raise ToolError("The tool input was not valid JSON; send the arguments again.")
@@ -208,7 +223,8 @@ def _result_block(record: ToolCallRecord) -> dict[str, Any]:
 async def _answer_unrun(
     calls: list[dict[str, Any]], hooks: LoopHooks, conversation: Conversation, reason: str
 ) -> None:
-    results = [{"type": "tool_result", "tool_use_id": c["id"], "is_error": True, "content": reason}
-               for c in calls]
+    results = [
+        {"type": "tool_result", "tool_use_id": c["id"], "is_error": True, "content": reason} for c in calls
+    ]
     conversation.messages.append({"role": "user", "content": results})
     await hooks.persist(MessageEntry(role="user", content=results))

@@ -754,7 +754,7 @@ class MemoryStore:
             conn.execute("PRAGMA busy_timeout = 10000")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            wanted = IndexMeta(chunk_chars=self.config.chunk_chars, chunk_overlap=self.config.chunk_overlap)
+            wanted = self._index_meta()
             if self._read_meta(conn) != wanted:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -770,6 +770,9 @@ class MemoryStore:
             conn.close()
             raise
         return conn
+
+    def _index_meta(self) -> IndexMeta:
+        return IndexMeta(chunk_chars=self.config.chunk_chars, chunk_overlap=self.config.chunk_overlap)
 
     @staticmethod
     def _read_meta(conn: sqlite3.Connection) -> IndexMeta | None:
@@ -851,9 +854,13 @@ class MemoryStore:
             return stats
 
     def _sync_once(self, conn: sqlite3.Connection, force: bool = False) -> SyncStats:
+        """One sync; `force` drops the index and re-adds every file in the same transaction, so
+        other processes see the old index or the new one, never an empty one in between."""
         disk = self._discover()
         generation = _generation(conn)
-        if self._known is not None and self._known[0] == generation:
+        if force:
+            known: dict[str, tuple[Any, ...]] = {}
+        elif self._known is not None and self._known[0] == generation:
             known = self._known[1]
         else:
             known = {
@@ -876,7 +883,7 @@ class MemoryStore:
             or (known[rel][2], known[rel][3]) != (info.st_mtime_ns, info.st_size)
         ]
         gone = [rel for rel in known if rel not in disk]
-        if not todo and not gone:
+        if not todo and not gone and not force:
             self._fill_vectors(conn, changed=False)
             return stats
         prepared: list[_Prepared] = []
@@ -892,7 +899,11 @@ class MemoryStore:
             prepared.append(item)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            changed = self._apply(conn, prepared, gone, stats)
+            if force:
+                self._reset_schema(conn, self._index_meta())
+                self._known = None
+                self._vectors = _VectorCache()
+            changed = self._apply(conn, prepared, gone, stats) or force
             _bump_generation(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -1017,25 +1028,7 @@ class MemoryStore:
         """Drop the index and rebuild it from every memory file; returns counts and seconds."""
         started = time.perf_counter()
         with self._lock:
-
-            def rebuild(conn: sqlite3.Connection) -> SyncStats:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._reset_schema(
-                        conn,
-                        IndexMeta(
-                            chunk_chars=self.config.chunk_chars, chunk_overlap=self.config.chunk_overlap
-                        ),
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    raise
-                self._vectors = _VectorCache()
-                return self._sync_once(conn, force=True)
-
-            stats = self._guarded(rebuild)
+            stats = self._guarded(lambda conn: self._sync_once(conn, force=True))
             self.last_sync = stats
             chunks = self._guarded(_count_chunks)
         return ReindexStats(
@@ -1145,7 +1138,9 @@ class MemoryStore:
             self.sync()
             if not terms and self.embedder is None:
                 return []
-            return self._guarded(lambda conn: self._search(conn, query, terms, limit, min_score))
+            return self._guarded(
+                lambda conn: _in_snapshot(conn, lambda: self._search(conn, query, terms, limit, min_score))
+            )
 
     def _search(
         self, conn: sqlite3.Connection, query: str, terms: list[_Term], limit: int, min_score: float
@@ -1292,6 +1287,20 @@ class MemoryStore:
                     "chunks": _count_chunks(conn),
                 }
             )
+
+
+def _in_snapshot(conn: sqlite3.Connection, action: Callable[[], _T]) -> _T:
+    """Run the reads of one search in one read transaction: a commit by another process lands
+    before or after it, never between its queries."""
+    conn.execute("BEGIN")
+    try:
+        result = action()
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
 
 
 def _generation(conn: sqlite3.Connection) -> int:

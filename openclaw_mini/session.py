@@ -22,7 +22,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .transcript import ENTRY_ADAPTER, ENTRY_LIST_ADAPTER, CompactionEntry, CustomEntry, MessageEntry, SessionHeader
+from .transcript import (
+    ENTRY_ADAPTER,
+    ENTRY_LIST_ADAPTER,
+    CompactionEntry,
+    CustomEntry,
+    MessageEntry,
+    SessionHeader,
+)
 
 try:  # POSIX file locks; on other platforms appends fall back to a process-local lock.
     import fcntl
@@ -236,12 +243,14 @@ class SessionStore:
             for path in folder.glob("*.jsonl"):
                 stat = path.stat()
                 rest = path.stem.replace("%3a", ":")
-                infos.append(SessionInfo(
-                    key=f"agent:{folder.name}:{rest}",
-                    path=path,
-                    last_activity=datetime.fromtimestamp(stat.st_mtime, UTC),
-                    size_bytes=stat.st_size,
-                ))
+                infos.append(
+                    SessionInfo(
+                        key=f"agent:{folder.name}:{rest}",
+                        path=path,
+                        last_activity=datetime.fromtimestamp(stat.st_mtime, UTC),
+                        size_bytes=stat.st_size,
+                    )
+                )
         infos.sort(key=lambda info: info.last_activity, reverse=True)
         return infos
 

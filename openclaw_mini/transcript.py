@@ -26,9 +26,7 @@ __all__ = [
 ]
 
 TRANSCRIPT_VERSION = 1
-COMPACTION_PREFIX = (
-    "The conversation history before this point was compacted into the following summary:\n\n"
-)
+COMPACTION_PREFIX = "The conversation history before this point was compacted into the following summary:\n\n"
 
 
 def new_entry_id() -> str:
@@ -157,11 +155,18 @@ def build_messages(entries: list[MessageEntry | CompactionEntry | CustomEntry]) 
 
     def close_pending() -> None:
         if pending_tool_ids:
-            push("user", [
-                {"type": "tool_result", "tool_use_id": tool_id, "is_error": True,
-                 "content": "The tool call was interrupted before it returned a result."}
-                for tool_id in pending_tool_ids
-            ])
+            push(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": tool_id,
+                        "is_error": True,
+                        "content": "The tool call was interrupted before it returned a result.",
+                    }
+                    for tool_id in pending_tool_ids
+                ],
+            )
             pending_tool_ids.clear()
 
     for entry in entries[start:]:
@@ -196,9 +201,15 @@ def build_messages(entries: list[MessageEntry | CompactionEntry | CustomEntry]) 
                     # Partial results: close the rest in this same message.
                     blocks = [
                         *blocks,
-                        *({"type": "tool_result", "tool_use_id": tool_id, "is_error": True,
-                           "content": "The tool call was interrupted before it returned a result."}
-                          for tool_id in pending_tool_ids),
+                        *(
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": tool_id,
+                                "is_error": True,
+                                "content": "The tool call was interrupted before it returned a result.",
+                            }
+                            for tool_id in pending_tool_ids
+                        ),
                     ]
                     pending_tool_ids.clear()
                 push("user", blocks)

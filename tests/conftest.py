@@ -22,8 +22,13 @@ def _closed_port() -> int:
 @pytest.fixture(autouse=True)
 def _offline_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No real keys, no real API, no user-level skills or history leaking into tests."""
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "FLUX_URL", "FLUX_TOKEN",
-                 "OPENCLAW_MINI_AGENT_ID"):
+    for name in (
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "FLUX_URL",
+        "FLUX_TOKEN",
+        "OPENCLAW_MINI_AGENT_ID",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
     home = tmp_path_factory.mktemp("home")
@@ -52,8 +57,12 @@ async def make_agent(workspace: Path, fake_server: FakeAnthropicServer) -> Async
     agents: list[Agent] = []
 
     def build(**overrides: Any) -> Agent:
-        options: dict[str, Any] = {"workspace_dir": workspace, "api_key": "test-key",
-                                   "base_url": fake_server.url, "max_retries": 2}
+        options: dict[str, Any] = {
+            "workspace_dir": workspace,
+            "api_key": "test-key",
+            "base_url": fake_server.url,
+            "max_retries": 2,
+        }
         options.update(overrides)
         agent = Agent(**options)
         agents.append(agent)

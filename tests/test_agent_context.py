@@ -26,7 +26,16 @@ def _transcript(workspace: Path, session: str = "s") -> list[dict]:
 async def test_bootstrap_files_appear_in_order_and_edits_show_next_run(
     make_agent, fake_server: FakeAnthropicServer, workspace: Path
 ) -> None:
-    names = ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md", "BOOTSTRAP.md", "MEMORY.md"]
+    names = [
+        "AGENTS.md",
+        "SOUL.md",
+        "TOOLS.md",
+        "IDENTITY.md",
+        "USER.md",
+        "HEARTBEAT.md",
+        "BOOTSTRAP.md",
+        "MEMORY.md",
+    ]
     for name in reversed(names):
         (workspace / name).write_text(f"content of {name}\n")
     fake_server.queue(text_reply("one"), text_reply("two"))
@@ -117,8 +126,13 @@ async def test_long_session_in_a_small_window_compacts_and_keeps_every_message(
     assert "summary 1" in json.dumps(summary_requests[1].messages)
 
     lines = _transcript(workspace)
-    user_texts = [b["text"] for e in lines if e.get("role") == "user" and not e.get("hidden")
-                  for b in e["content"] if b.get("type") == "text"]
+    user_texts = [
+        b["text"]
+        for e in lines
+        if e.get("role") == "user" and not e.get("hidden")
+        for b in e["content"]
+        if b.get("type") == "text"
+    ]
     for turn in range(40):
         assert any(t.startswith(f"message number {turn}:") for t in user_texts)
     assert sum(1 for e in lines if e["type"] == "compaction") == compactions
@@ -158,8 +172,11 @@ async def test_prompt_too_long_error_compacts_and_retries_once(
     for index in range(3):
         fake_server.queue(text_reply(f"reply {index}"))
         await agent.run("s", f"message {index}")
-    fake_server.queue(error_reply(400, "prompt is too long: 210000 tokens > 200000 maximum"),
-                      text_reply("## Goal\nshort summary"), text_reply("after compaction"))
+    fake_server.queue(
+        error_reply(400, "prompt is too long: 210000 tokens > 200000 maximum"),
+        text_reply("## Goal\nshort summary"),
+        text_reply("after compaction"),
+    )
     events = [e async for e in agent.stream("s", "one more")]
     assert [e.type for e in events if e.type in ("compaction", "done")] == ["compaction", "done"]
     assert events[-1].result is not None and events[-1].result.text == "after compaction"

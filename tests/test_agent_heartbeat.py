@@ -15,9 +15,10 @@ def _config(**overrides: Any) -> HeartbeatConfig:
     return HeartbeatConfig(**{"every": "1h", "active_hours": None, **overrides})
 
 
-async def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def _wait_for(predicate: Any) -> None:
+    """Poll a condition set by a background task (bounded: fails the test after 10 s)."""
+    async with asyncio.timeout(10):
+        while not predicate():  # noqa: ASYNC110 - the condition has no event to wait on
             await asyncio.sleep(0.02)
 
 
@@ -25,8 +26,11 @@ async def test_deliver_mode_runs_a_turn_and_suppresses_duplicates(
     make_agent, fake_server: FakeAnthropicServer, workspace: Path
 ) -> None:
     (workspace / "HEARTBEAT.md").write_text("# Checks\n- [ ] Look for urgent mail\n- [x] Done already\n")
-    fake_server.queue(text_reply("You have 2 urgent emails."), text_reply("You have 2 urgent emails."),
-                      text_reply("HEARTBEAT_OK"))
+    fake_server.queue(
+        text_reply("You have 2 urgent emails."),
+        text_reply("You have 2 urgent emails."),
+        text_reply("HEARTBEAT_OK"),
+    )
     agent = make_agent(heartbeat=_config())
     delivered: list[str] = []
     agent.start_heartbeat(deliver=lambda text, request: delivered.append(text))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ def _roles(messages: list[dict[str, Any]]) -> list[str]:
 def _assert_alternating(messages: list[dict[str, Any]]) -> None:
     roles = _roles(messages)
     assert roles[0] == "user"
-    assert all(a != b for a, b in zip(roles, roles[1:], strict=False)), roles
+    assert all(a != b for a, b in itertools.pairwise(roles)), roles
 
 
 def _assert_every_tool_use_answered(messages: list[dict[str, Any]]) -> None:
@@ -70,7 +71,9 @@ async def test_happy_path_reads_a_file(make_agent, fake_server: FakeAnthropicSer
     assert second.stream is True
 
 
-async def test_stream_yields_events_in_order(make_agent, fake_server: FakeAnthropicServer, workspace: Path) -> None:
+async def test_stream_yields_events_in_order(
+    make_agent, fake_server: FakeAnthropicServer, workspace: Path
+) -> None:
     (workspace / "a.txt").write_text("x")
     fake_server.queue(tool_reply(("ls", {})), text_reply("Hello there, friend!"))
     agent = make_agent()
@@ -100,7 +103,9 @@ async def test_tool_that_raises_becomes_error_result(make_agent, fake_server: Fa
     assert block["is_error"] is True and "boom: testing" in block["content"]
 
 
-async def test_invalid_arguments_are_reported_to_the_model(make_agent, fake_server: FakeAnthropicServer) -> None:
+async def test_invalid_arguments_are_reported_to_the_model(
+    make_agent, fake_server: FakeAnthropicServer
+) -> None:
     @tool
     def add(a: int, b: int) -> int:
         """Add two numbers."""
@@ -153,7 +158,9 @@ async def test_max_turns_ends_a_runaway_loop(make_agent, fake_server: FakeAnthro
     _assert_every_tool_use_answered(fake_server.requests[-1].messages)
 
 
-async def test_overloaded_then_success_is_retried_by_the_sdk(make_agent, fake_server: FakeAnthropicServer) -> None:
+async def test_overloaded_then_success_is_retried_by_the_sdk(
+    make_agent, fake_server: FakeAnthropicServer
+) -> None:
     fake_server.queue(error_reply(529), text_reply("fine now"))
     result = await make_agent().run("s", "hello")
     assert result.text == "fine now"
@@ -213,7 +220,11 @@ async def test_thinking_blocks_are_kept_and_sent_back(make_agent, fake_server: F
     first, second = fake_server.requests
     assert first.body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assistant = second.messages[1]
-    assert assistant["content"][0] == {"type": "thinking", "thinking": "I should list files.", "signature": "sig-abc"}
+    assert assistant["content"][0] == {
+        "type": "thinking",
+        "thinking": "I should list files.",
+        "signature": "sig-abc",
+    }
     assert assistant["content"][1]["type"] == "tool_use"
 
 
@@ -238,7 +249,8 @@ async def test_lanes_serialise_one_key_and_run_keys_concurrently() -> None:
 
     model = ScriptedModel()
     model.handler = lambda request: (
-        text_reply("done") if request.messages[-1]["content"][0].get("type") == "tool_result"
+        text_reply("done")
+        if request.messages[-1]["content"][0].get("type") == "tool_result"
         else tool_reply(("work", {}))
     )
     with tempfile.TemporaryDirectory() as folder:
@@ -316,7 +328,9 @@ async def test_denied_tool_is_not_offered_and_refused_if_called(
     assert result.tool_calls[0].is_error and "policy" in result.tool_calls[0].output
 
 
-async def test_exec_is_refused_unless_allowed(make_agent, fake_server: FakeAnthropicServer, workspace: Path) -> None:
+async def test_exec_is_refused_unless_allowed(
+    make_agent, fake_server: FakeAnthropicServer, workspace: Path
+) -> None:
     fake_server.queue(tool_reply(("exec", {"command": "touch pwned"})), text_reply("ok"))
     agent = make_agent()
     assert "exec" not in [t.name for t in agent.tools]
@@ -332,8 +346,12 @@ async def test_sandbox_refuses_paths_outside_the_workspace(
     secret.write_text("top secret")
     (workspace / "link").symlink_to(secret)
     fake_server.queue(
-        tool_reply(("read", {"path": "../secret.txt"}), ("read", {"path": str(secret)}),
-                   ("read", {"path": "link"}), ("write", {"path": "../evil.txt", "content": "x"})),
+        tool_reply(
+            ("read", {"path": "../secret.txt"}),
+            ("read", {"path": str(secret)}),
+            ("read", {"path": "link"}),
+            ("write", {"path": "../evil.txt", "content": "x"}),
+        ),
         text_reply("refused"),
     )
     result = await make_agent().run("s", "read secrets")
@@ -345,7 +363,11 @@ async def test_sandbox_refuses_paths_outside_the_workspace(
 
 
 async def test_state_lives_under_the_workspace_not_the_cwd(
-    make_agent, fake_server: FakeAnthropicServer, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_agent,
+    fake_server: FakeAnthropicServer,
+    workspace: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

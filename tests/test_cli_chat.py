@@ -3,6 +3,7 @@ piped stdin, and typer's runner, all against the fake Messages API."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -19,9 +20,16 @@ from openclaw_mini.testing import FakeAnthropicServer, error_reply, text_reply, 
 
 def _env(server: FakeAnthropicServer, home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "PYTEST"))}
-    env.update(ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=server.url, OPENCLAW_MINI_HOME=str(home),
-               OPENCLAW_MINI_SKILLS_DIR=str(home / "skills"), TERM="xterm-256color", COLUMNS="100",
-               LINES="40", PYTHONUNBUFFERED="1")
+    env.update(
+        ANTHROPIC_API_KEY="test-key",
+        ANTHROPIC_BASE_URL=server.url,
+        OPENCLAW_MINI_HOME=str(home),
+        OPENCLAW_MINI_SKILLS_DIR=str(home / "skills"),
+        TERM="xterm-256color",
+        COLUMNS="100",
+        LINES="40",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -29,13 +37,19 @@ def test_chat_in_a_real_terminal(fake_server: FakeAnthropicServer, workspace: Pa
     (workspace / "notes.txt").write_text("hello")
     fake_server.queue(
         text_reply("Hello **there**, I am ready."),
-        tool_reply(("ls", {})), text_reply("I see notes.txt."),
+        tool_reply(("ls", {})),
+        text_reply("I see notes.txt."),
         text_reply("Once upon a time " + "there was a very long story. " * 60, chunk_delay=0.03),
         text_reply("Still here."),
     )
-    child = pexpect.spawn(sys.executable, ["-m", "openclaw_mini.cli.main", "chat", "-w", str(workspace)],
-                          env=_env(fake_server, tmp_path), encoding="utf-8", timeout=20,
-                          dimensions=(40, 100))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "openclaw_mini.cli.main", "chat", "-w", str(workspace)],
+        env=_env(fake_server, tmp_path),
+        encoding="utf-8",
+        timeout=20,
+        dimensions=(40, 100),
+    )
     try:
         child.expect("you ›")
         child.sendline("hi")
@@ -63,7 +77,7 @@ def test_chat_in_a_real_terminal(fake_server: FakeAnthropicServer, workspace: Pa
     assert child.exitstatus == 0
     # The cancelled turn left a valid transcript: the last request alternates roles.
     roles = [m["role"] for m in fake_server.requests[-1].messages]
-    assert roles[0] == "user" and all(a != b for a, b in zip(roles, roles[1:], strict=False))
+    assert roles[0] == "user" and all(a != b for a, b in itertools.pairwise(roles))
 
 
 def test_chat_reads_one_message_per_line_from_a_pipe(
@@ -72,7 +86,11 @@ def test_chat_reads_one_message_per_line_from_a_pipe(
     fake_server.queue(text_reply("first reply"), text_reply("second reply"))
     done = subprocess.run(
         [sys.executable, "-m", "openclaw_mini.cli.main", "chat", "-w", str(workspace), "--session", "piped"],
-        input="one\n\ntwo\n", capture_output=True, text=True, env=_env(fake_server, tmp_path), timeout=60,
+        input="one\n\ntwo\n",
+        capture_output=True,
+        text=True,
+        env=_env(fake_server, tmp_path),
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["first reply", "second reply"]
@@ -85,8 +103,9 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def test_run_json(runner: CliRunner, fake_server: FakeAnthropicServer, workspace: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_json(
+    runner: CliRunner, fake_server: FakeAnthropicServer, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_server.url)
     fake_server.queue(text_reply("forty-two"))
@@ -97,8 +116,9 @@ def test_run_json(runner: CliRunner, fake_server: FakeAnthropicServer, workspace
     assert data["stop_reason"] == "end_turn" and data["usage"]["output_tokens"] > 0
 
 
-def test_run_fails_with_exit_code_and_one_sentence(runner: CliRunner, fake_server: FakeAnthropicServer,
-                                                   workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_fails_with_exit_code_and_one_sentence(
+    runner: CliRunner, fake_server: FakeAnthropicServer, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_server.url)
     fake_server.queue(error_reply(401, "invalid x-api-key"))
@@ -114,8 +134,9 @@ def test_missing_api_key_is_one_sentence_exit_2(runner: CliRunner, workspace: Pa
         assert "ANTHROPIC_API_KEY" in result.output and "Traceback" not in result.output
 
 
-def test_unreachable_base_url_and_bad_workspace(runner: CliRunner, workspace: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_base_url_and_bad_workspace(
+    runner: CliRunner, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")  # base URL: a closed port (conftest)
     result = runner.invoke(app, ["run", "-w", str(workspace), "hi"])
     assert result.exit_code == 2 and "ANTHROPIC_BASE_URL" in result.output
@@ -126,8 +147,9 @@ def test_unreachable_base_url_and_bad_workspace(runner: CliRunner, workspace: Pa
     assert result.exit_code == 2 and "agent_id" in result.output and "Traceback" not in result.output
 
 
-def test_sessions_commands(runner: CliRunner, fake_server: FakeAnthropicServer, workspace: Path,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sessions_commands(
+    runner: CliRunner, fake_server: FakeAnthropicServer, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_server.url)
     fake_server.queue(text_reply("noted"))

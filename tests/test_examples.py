@@ -31,8 +31,12 @@ def _scripted(request: RecordedRequest) -> object:
     if "days until" in prompt and "days_until" in names:
         return tool_reply(("days_until", {"day": "2030-01-01"}), ("workspace_size", {}))
     if "sub-agent" in prompt and "sessions_spawn" in names:
-        return tool_reply(("sessions_spawn", {"task": "Summarise docs/ one line per file.", "label": "docs",
-                                               "tools": ["read", "ls"]}))
+        return tool_reply(
+            (
+                "sessions_spawn",
+                {"task": "Summarise docs/ one line per file.", "label": "docs", "tools": ["read", "ls"]},
+            )
+        )
     if "Summarise docs/" in prompt:
         return tool_reply(("ls", {"path": "docs"}))
     if "HEARTBEAT_OK" in prompt:
@@ -40,13 +44,25 @@ def _scripted(request: RecordedRequest) -> object:
     return text_reply("Bonjour, le fichier dit bonjour.")
 
 
-def _run(name: str, server: FakeAnthropicServer, workspace: Path, home: Path,
-         *args: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    name: str, server: FakeAnthropicServer, workspace: Path, home: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update(ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=server.url, OPENCLAW_MINI_WORKSPACE=str(workspace),
-               OPENCLAW_MINI_HOME=str(home), OPENCLAW_MINI_SKILLS_DIR=str(home / "skills"))
-    return subprocess.run([sys.executable, str(EXAMPLES / name), *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=workspace.parent)
+    env.update(
+        ANTHROPIC_API_KEY="test-key",
+        ANTHROPIC_BASE_URL=server.url,
+        OPENCLAW_MINI_WORKSPACE=str(workspace),
+        OPENCLAW_MINI_HOME=str(home),
+        OPENCLAW_MINI_SKILLS_DIR=str(home / "skills"),
+    )
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=workspace.parent,
+    )
 
 
 @pytest.mark.parametrize("name", ["quickstart.py", "custom_tool.py", "subagent.py"])
@@ -55,9 +71,17 @@ def test_example_runs(name: str, fake_server: FakeAnthropicServer, tmp_path: Pat
     done = _run(name, fake_server, tmp_path / "ws", tmp_path / "home")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
-    tools_used = {b["name"] for r in fake_server.requests for m in r.messages
-                  if m["role"] == "assistant" for b in m["content"] if b.get("type") == "tool_use"}
-    expected = {"quickstart.py": "read", "custom_tool.py": "days_until", "subagent.py": "sessions_spawn"}[name]
+    tools_used = {
+        b["name"]
+        for r in fake_server.requests
+        for m in r.messages
+        if m["role"] == "assistant"
+        for b in m["content"]
+        if b.get("type") == "tool_use"
+    }
+    expected = {"quickstart.py": "read", "custom_tool.py": "days_until", "subagent.py": "sessions_spawn"}[
+        name
+    ]
     assert expected in tools_used
     if name == "custom_tool.py":
         assert "days until 2030-01-01" in done.stdout

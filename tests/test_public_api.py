@@ -13,12 +13,39 @@ import openclaw_mini
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED = [
-    "Agent", "AgentConfig", "AnthropicModel", "BootstrapConfig", "CompactionConfig", "ConfigError",
-    "ContextOverflowError", "HeartbeatConfig", "HeartbeatRequest", "HeartbeatTask", "MemoryHit",
-    "MemoryStore", "MissingAPIKeyError", "Model", "ModelError", "ModelRequest", "ModelResponse",
-    "PruningConfig", "RunEvent", "RunResult", "SandboxConfig", "SessionKey", "SessionStore", "Skill",
-    "SkillLoader", "Tool", "ToolCallRecord", "ToolContext", "ToolError", "ToolPolicy", "Usage",
-    "__version__", "tool",
+    "Agent",
+    "AgentConfig",
+    "AnthropicModel",
+    "BootstrapConfig",
+    "CompactionConfig",
+    "ConfigError",
+    "ContextOverflowError",
+    "HeartbeatConfig",
+    "HeartbeatRequest",
+    "HeartbeatTask",
+    "MemoryHit",
+    "MemoryStore",
+    "MissingAPIKeyError",
+    "Model",
+    "ModelError",
+    "ModelRequest",
+    "ModelResponse",
+    "PruningConfig",
+    "RunEvent",
+    "RunResult",
+    "SandboxConfig",
+    "SessionKey",
+    "SessionStore",
+    "Skill",
+    "SkillLoader",
+    "Tool",
+    "ToolCallRecord",
+    "ToolContext",
+    "ToolError",
+    "ToolPolicy",
+    "Usage",
+    "__version__",
+    "tool",
 ]
 
 
@@ -41,8 +68,11 @@ def test_core_never_imports_the_cli_or_prints() -> None:
         text = path.read_text()
         assert not re.search(r"^\s*(from|import) (rich|typer)\b", text, re.M), path
         assert not re.search(r"^\s*(from \.+cli|import openclaw_mini\.cli)", text, re.M), path
-        calls = [node for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Call)
-                 and isinstance(node.func, ast.Name) and node.func.id == "print"]
+        calls = [
+            node
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
+        ]
         assert not calls, f"{path} prints"
 
 

@@ -19,8 +19,22 @@ def test_bare_ids_are_completed_and_full_keys_parsed() -> None:
     assert key.agent_id == "ops" and key.rest == "subagent:abc-123" and key.is_subagent
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/b", "a\\b", "..", "a..b", "bad\x00id", "tab\there", "",
-                                 "agent:main:", "agent:-bad:x", "agent:main:a:..:b"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../x",
+        "a/b",
+        "a\\b",
+        "..",
+        "a..b",
+        "bad\x00id",
+        "tab\there",
+        "",
+        "agent:main:",
+        "agent:-bad:x",
+        "agent:main:a:..:b",
+    ],
+)
 def test_unsafe_ids_are_refused(bad: str) -> None:
     with pytest.raises(SessionKeyError):
         SessionKey.parse(bad)
@@ -58,7 +72,11 @@ def test_torn_tail_and_corrupt_lines_are_skipped_with_file_and_line(tmp_path: Pa
     # The next append is not glued onto the torn fragment, and nothing valid is lost.
     store.append_sync(key, [_message("user", "three")])
     again = store.load_sync(key)
-    assert [e.content[0]["text"] for e in again.entries if isinstance(e, MessageEntry)] == ["one", "two", "three"]
+    assert [e.content[0]["text"] for e in again.entries if isinstance(e, MessageEntry)] == [
+        "one",
+        "two",
+        "three",
+    ]
 
 
 def _append_many(root: str, worker: int, count: int) -> None:
@@ -87,7 +105,9 @@ def test_two_processes_appending_lose_nothing_and_never_interleave(tmp_path: Pat
 def test_dangling_tool_use_is_closed_with_an_error_result() -> None:
     entries = [
         _message("user", "do it"),
-        MessageEntry(role="assistant", content=[{"type": "tool_use", "id": "t1", "name": "read", "input": {}}]),
+        MessageEntry(
+            role="assistant", content=[{"type": "tool_use", "id": "t1", "name": "read", "input": {}}]
+        ),
     ]
     messages = build_messages(entries)
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
@@ -111,8 +131,10 @@ def test_history_starts_at_the_latest_compaction() -> None:
     first = _message("user", "old question")
     kept = _message("user", "recent question")
     entries = [
-        first, _message("assistant", "old answer"),
-        kept, _message("assistant", "recent answer"),
+        first,
+        _message("assistant", "old answer"),
+        kept,
+        _message("assistant", "recent answer"),
         CompactionEntry(summary="They asked an old question.", first_kept_id=kept.id),
         CustomEntry(custom_type="note", message="A sub-agent finished."),
     ]
@@ -121,7 +143,7 @@ def test_history_starts_at_the_latest_compaction() -> None:
     texts = [b.get("text") for m in messages for b in m["content"]]
     assert "old question" not in texts and "recent question" in texts
     assert texts[-1] == "A sub-agent finished."
-    assert [m["role"] for m in messages] == ["user", "assistant"] + ["user"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
 
 
 def test_active_only_load_starts_at_the_latest_compactions_kept_entry(tmp_path: Path) -> None:
@@ -130,8 +152,10 @@ def test_active_only_load_starts_at_the_latest_compactions_kept_entry(tmp_path: 
     old = [_message("user", f"old {i}") for i in range(5)]
     kept = _message("user", 'recent "type":"compaction" lookalike')
     tail = [kept, _message("assistant", "recent answer")]
-    store.append_sync(key, [*old, *tail, CompactionEntry(summary="old stuff", first_kept_id=kept.id),
-                            _message("user", "after")])
+    store.append_sync(
+        key,
+        [*old, *tail, CompactionEntry(summary="old stuff", first_kept_id=kept.id), _message("user", "after")],
+    )
     active = store.load_sync(key, active_only=True)
     assert [e.id for e in active.entries][:2] == [kept.id, tail[1].id]
     assert len(active.entries) == 4

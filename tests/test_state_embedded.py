@@ -161,6 +161,36 @@ async def test_another_store_on_the_same_file_sees_updates_by_polling(tmp_path: 
         await writer.aclose()
 
 
+async def test_a_subscriber_sees_events_another_process_publishes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with EmbeddedWorldState(path, poll_interval=0.02) as store:
+        async with store.subscribe("kid/*") as updates:
+            child = run_child(WRITER, str(path), "kid", "4")
+            _out, err = await asyncio.to_thread(child.communicate, timeout=60)
+            assert child.returncode == 0, err
+            got = [await asyncio.wait_for(anext(updates), 5) for _ in range(4)]
+            assert [(item.entity_id, item.properties) for item in got] == [
+                (f"kid/e{index}", {f"n{index}": index}) for index in range(4)
+            ]
+
+
+async def test_a_write_blocked_by_a_held_lock_fails_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with EmbeddedWorldState(path, busy_timeout=0.1) as store:
+        await store.publish(make_event("l/a", {"v": 1}))
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StateError, match="locked"):
+                await store.publish(make_event("l/a", {"v": 2}))
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        assert (await store.publish(make_event("l/a", {"v": 3}))).ok
+        entity = await store.get("l/a")
+        assert entity is not None and entity.properties == {"v": 3}
+
+
 async def test_a_subscriber_that_falls_behind_is_closed_with_a_clear_error(tmp_path: Path) -> None:
     async with EmbeddedWorldState(tmp_path / "state.db", max_queue=5) as store:
         subscription = store.subscribe("*")

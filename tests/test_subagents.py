@@ -27,8 +27,12 @@ async def test_spawn_waits_and_returns_the_child_text(
             return tool_reply(("read", {"path": "README.md"}))
         if request.messages[-1]["content"][0].get("type") == "tool_result":
             return text_reply("The child says: tiny.")
-        return tool_reply(("sessions_spawn", {"task": "Summarise README.md in one line.", "label": "reader",
-                                               "tools": ["read", "ls"]}))
+        return tool_reply(
+            (
+                "sessions_spawn",
+                {"task": "Summarise README.md in one line.", "label": "reader", "tools": ["read", "ls"]},
+            )
+        )
 
     fake_server.handler = handler
     agent = make_agent()
@@ -93,7 +97,9 @@ async def test_background_spawn_writes_into_the_parent_and_wakes_the_heartbeat(
     assert "started in the background" in result.tool_calls[0].output
     await asyncio.wait_for(release.wait(), 10)
     assert wakes == ["exec"]
-    lines = [json.loads(x) for x in (workspace / ".openclaw-mini/sessions/main/s.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(x) for x in (workspace / ".openclaw-mini/sessions/main/s.jsonl").read_text().splitlines()
+    ]
     notes = [x for x in lines if x.get("custom_type") == "subagent_result"]
     assert notes and "background result 42" in notes[0]["message"]
     fake_server.handler = None
@@ -106,8 +112,9 @@ async def test_sessions_list_and_history(make_agent, fake_server: FakeAnthropicS
     agent = make_agent()
     fake_server.queue(text_reply("first answer"))
     await agent.run("other", "first question")
-    fake_server.queue(tool_reply(("sessions_list", {}), ("sessions_history", {"session": "other"})),
-                      text_reply("done"))
+    fake_server.queue(
+        tool_reply(("sessions_list", {}), ("sessions_history", {"session": "other"})), text_reply("done")
+    )
     result = await agent.run("s", "look around")
     listing, history = (call.output for call in result.tool_calls)
     assert "agent:main:other" in listing

@@ -57,7 +57,10 @@ def make_agent(workspace: Path, *, model: str | None, agent_id: str | None) -> A
         kwargs["model"] = model
     agent = Agent(**kwargs)
     if not agent.config.resolved_api_key:
-        fail("No API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a compatible server), then try again.")
+        fail(
+            "No API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a compatible server), "
+            "then try again."
+        )
     return agent
 
 
@@ -75,8 +78,9 @@ async def _turn(agent: Agent, session: str, text: str, renderer: Any) -> RunResu
     return result
 
 
-def run_once(message: str, *, workspace: Path, session: str, model: str | None, agent_id: str | None,
-             as_json: bool) -> int:
+def run_once(
+    message: str, *, workspace: Path, session: str, model: str | None, agent_id: str | None, as_json: bool
+) -> int:
     agent = make_agent(workspace, model=model, agent_id=agent_id)
 
     async def go() -> RunResult | None:
@@ -178,8 +182,10 @@ def _interactive_chat(runner: asyncio.Runner, agent: Agent, session: str) -> Non
 
     console = Console(highlight=False)
     _setup_history()
-    console.print(f"[bold]openclaw-mini[/] · {agent.config.model} · workspace {agent.workspace} · "
-                  f"session [cyan]{session}[/]\n[dim]/help for commands, Ctrl-D to leave[/]")
+    console.print(
+        f"[bold]openclaw-mini[/] · {agent.config.model} · workspace {agent.workspace} · "
+        f"session [cyan]{session}[/]\n[dim]/help for commands, Ctrl-D to leave[/]"
+    )
     renderer = RichRenderer(console, context_window=agent.config.context_window_tokens)
     interrupted_at_prompt = False
     while True:
@@ -238,7 +244,9 @@ def _cmd_new(runner: asyncio.Runner, agent: Agent, session: str, text: str, cons
     return new
 
 
-def _cmd_switch(runner: asyncio.Runner, agent: Agent, session: str, text: str, console: Console) -> str | None:
+def _cmd_switch(
+    runner: asyncio.Runner, agent: Agent, session: str, text: str, console: Console
+) -> str | None:
     parts = text.split(maxsplit=1)
     if len(parts) < 2:
         console.print("usage: /switch ID")
@@ -255,7 +263,9 @@ def _cmd_sessions(runner: asyncio.Runner, agent: Agent, session: str, text: str,
     current = str(agent.session_key(session))
     for info in infos[:30]:
         marker = "›" if info.key == current else " "
-        console.print(f"{marker} {info.key}  [dim]{info.last_activity:%Y-%m-%d %H:%M} · {info.size_bytes:,} B[/]")
+        console.print(
+            f"{marker} {info.key}  [dim]{info.last_activity:%Y-%m-%d %H:%M} · {info.size_bytes:,} B[/]"
+        )
 
 
 def _cmd_skills(runner: asyncio.Runner, agent: Agent, session: str, text: str, console: Console) -> None:
@@ -285,7 +295,9 @@ def _cmd_memory(runner: asyncio.Runner, agent: Agent, session: str, text: str, c
     if not hits:
         console.print("no matches")
     for hit in hits:
-        console.print(f"[bold]{hit.path}:{hit.start_line}-{hit.end_line}[/] [dim]{hit.score:.2f}[/]\n{hit.snippet}")
+        console.print(
+            f"[bold]{hit.path}:{hit.start_line}-{hit.end_line}[/] [dim]{hit.score:.2f}[/]\n{hit.snippet}"
+        )
 
 
 def _cmd_compact(runner: asyncio.Runner, agent: Agent, session: str, text: str, console: Console) -> None:
@@ -299,7 +311,7 @@ def _cmd_compact(runner: asyncio.Runner, agent: Agent, session: str, text: str, 
 def _cmd_heartbeat(runner: asyncio.Runner, agent: Agent, session: str, text: str, console: Console) -> None:
     from .heartbeat import render_status
 
-    console.print(render_status(agent.heartbeat_status()))
+    render_status(console, agent.heartbeat_status())
 
 
 _COMMANDS: dict[str, Command] = {

@@ -110,7 +110,7 @@ def _span(seconds: float) -> str:
     return format_duration(seconds)
 
 
-def _render_status(console: Console, status: HeartbeatStatus) -> None:
+def render_status(console: Console, status: HeartbeatStatus) -> None:
     from rich.table import Table
 
     now = status.now
@@ -190,7 +190,7 @@ def status(
     if as_json:
         typer.echo(_status_json(result))
         return
-    _render_status(Console(), result)
+    render_status(Console(), result)
 
 
 def _print_outcome(console: Console, outcome: HeartbeatOutcome) -> None:

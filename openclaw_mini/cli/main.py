@@ -40,9 +40,14 @@ def _root(
     DEBUG.enabled = debug
 
 
-SessionOption = Annotated[str | None, typer.Option("--session", "-s", help="Session id (default: a new one for chat, 'main' for run).")]
+SessionOption = Annotated[
+    str | None,
+    typer.Option("--session", "-s", help="Session id (default: a new one for chat, 'main' for run)."),
+]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model id, e.g. claude-sonnet-4-5.")]
-AgentIdOption = Annotated[str | None, typer.Option("--agent-id", help="Agent id (default: $OPENCLAW_MINI_AGENT_ID or 'main').")]
+AgentIdOption = Annotated[
+    str | None, typer.Option("--agent-id", help="Agent id (default: $OPENCLAW_MINI_AGENT_ID or 'main').")
+]
 
 
 @app.command()
@@ -72,8 +77,14 @@ def run(
     """Send one message, print the reply, exit (non-zero on failure)."""
     from .chat import run_once
 
-    code = run_once(message, workspace=workspace, session=session or "main", model=model,
-                    agent_id=agent_id, as_json=as_json)
+    code = run_once(
+        message,
+        workspace=workspace,
+        session=session or "main",
+        model=model,
+        agent_id=agent_id,
+        as_json=as_json,
+    )
     raise typer.Exit(code)
 
 

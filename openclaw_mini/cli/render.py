@@ -46,15 +46,21 @@ class PlainRenderer:
             self._wrote_text = True
         elif event.type == "tool_end" and event.tool is not None:
             status = "error" if event.tool.is_error else "ok"
-            self.err.write(f"[tool {event.tool.name}({short_args(event.tool.input)}) {status} "
-                           f"{event.tool.duration_ms:.0f} ms]\n")
+            self.err.write(
+                f"[tool {event.tool.name}({short_args(event.tool.input)}) {status} "
+                f"{event.tool.duration_ms:.0f} ms]\n"
+            )
         elif event.type == "subagent" and event.tool is not None and event.data.get("event") == "tool_end":
-            self.err.write(f"[  sub-agent {event.data.get('label')}: {event.tool.name}"
-                           f"({short_args(event.tool.input)})]\n")
+            self.err.write(
+                f"[  sub-agent {event.data.get('label')}: {event.tool.name}"
+                f"({short_args(event.tool.input)})]\n"
+            )
         elif event.type in ("warning", "error"):
             self.err.write(f"{event.type}: {event.text}\n")
         elif event.type == "compaction":
-            self.err.write(f"[compacted: {event.data.get('tokens_before')} -> {event.data.get('tokens_after')} tokens]\n")
+            self.err.write(
+                f"[compacted: {event.data.get('tokens_before')} -> {event.data.get('tokens_after')} tokens]\n"
+            )
 
     def finish(self, result: RunResult | None) -> None:
         if self._wrote_text:
@@ -77,8 +83,12 @@ class RichRenderer:
         from rich.spinner import Spinner
 
         self._text = ""
-        self._live = Live(Spinner("dots", text="thinking…", style="cyan"), console=self.console,
-                          refresh_per_second=12, transient=True)
+        self._live = Live(
+            Spinner("dots", text="thinking…", style="cyan"),
+            console=self.console,
+            refresh_per_second=12,
+            transient=True,
+        )
         self._live.start()
 
     def _flush_text(self) -> None:
@@ -127,8 +137,9 @@ class RichRenderer:
             self._flush_text()
             self._ensure_live()
             assert self._live is not None
-            self._live.update(Spinner("dots", text=f"{event.tool.name}({short_args(event.tool.input)})",
-                                      style="yellow"))
+            self._live.update(
+                Spinner("dots", text=f"{event.tool.name}({short_args(event.tool.input)})", style="yellow")
+            )
         elif event.type == "tool_end" and event.tool is not None:
             if self._live is not None:
                 self._live.stop()
@@ -138,9 +149,11 @@ class RichRenderer:
             if event.data.get("event") == "tool_end":
                 mark = "[red]✗[/]" if event.tool.is_error else "[green]✓[/]"
                 self._pause_live()
-                self.console.print(f"  [dim]↳ {event.data.get('label')}:[/] {mark} {event.tool.name} "
-                                   f"[dim]{short_args(event.tool.input, 60)} · {event.tool.duration_ms:.0f} ms[/]",
-                                   highlight=False)
+                self.console.print(
+                    f"  [dim]↳ {event.data.get('label')}:[/] {mark} {event.tool.name} "
+                    f"[dim]{short_args(event.tool.input, 60)} · {event.tool.duration_ms:.0f} ms[/]",
+                    highlight=False,
+                )
                 self._resume_live()
         elif event.type == "warning":
             self._flush_text()
@@ -150,8 +163,10 @@ class RichRenderer:
             self.console.print(f"[bold red]error:[/] {event.text}", highlight=False)
         elif event.type == "compaction":
             self._flush_text()
-            self.console.print(f"[dim]history compacted: {event.data.get('tokens_before')} → "
-                               f"{event.data.get('tokens_after')} tokens[/]")
+            self.console.print(
+                f"[dim]history compacted: {event.data.get('tokens_before')} → "
+                f"{event.data.get('tokens_after')} tokens[/]"
+            )
 
     def finish(self, result: RunResult | None) -> None:
         self._flush_text()
@@ -165,8 +180,10 @@ class RichRenderer:
         if result.stop_reason == "aborted":
             stop = " · cancelled"
         self.console.print(
-            f"[dim]{usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens:,} in · "
-            f"{usage.output_tokens:,} out{fill}{stop}[/]", highlight=False)
+            f"[dim]{usage.context_tokens:,} in · "
+            f"{usage.output_tokens:,} out{fill}{stop}[/]",
+            highlight=False,
+        )
 
 
 def tool_panel(call: ToolCallRecord, max_lines: int = 4) -> Any:
@@ -178,7 +195,15 @@ def tool_panel(call: ToolCallRecord, max_lines: int = 4) -> Any:
     body = Text("\n".join(line[:160] for line in shown), style="red" if call.is_error else "dim")
     if len(lines) > max_lines:
         body.append(f"\n… {len(lines) - max_lines} more lines", style="dim italic")
-    title = Text.assemble((call.name, "bold red" if call.is_error else "bold yellow"),
-                          (f" {short_args(call.input)}", "default"))
-    return Panel(body, title=title, title_align="left", subtitle=f"{call.duration_ms:.0f} ms",
-                 subtitle_align="right", border_style="red" if call.is_error else "grey50", expand=False)
+    title = Text.assemble(
+        (call.name, "bold red" if call.is_error else "bold yellow"), (f" {short_args(call.input)}", "default")
+    )
+    return Panel(
+        body,
+        title=title,
+        title_align="left",
+        subtitle=f"{call.duration_ms:.0f} ms",
+        subtitle_align="right",
+        border_style="red" if call.is_error else "grey50",
+        expand=False,
+    )

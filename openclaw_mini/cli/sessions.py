@@ -58,9 +58,7 @@ def show(
             text = text_of(entry.content)
             tools = [b for b in entry.content if b.get("type") in ("tool_use", "tool_result")]
             if not text and tools:
-                text = ", ".join(
-                    f"[{b['type']} {b.get('name', '')}]".replace(" ]", "]") for b in tools
-                )
+                text = ", ".join(f"[{b['type']} {b.get('name', '')}]".replace(" ]", "]") for b in tools)
             tag = " (silent)" if entry.hidden else ""
             typer.echo(f"{entry.timestamp} {entry.role}{tag}: {text}")
         elif isinstance(entry, CompactionEntry):

@@ -63,6 +63,8 @@ class InitReport:
     overwritten: list[str] = field(default_factory=list)
     kept: list[tuple[str, str]] = field(default_factory=list)
     """(name, why) for each file left as it was."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(name, why) for each template deliberately not written."""
     created_dirs: list[str] = field(default_factory=list)
 
 
@@ -160,9 +162,7 @@ def write_templates(directory: Path, *, force: bool, templates: Path | None = No
     if report.new_workspace or _occupied(bootstrap):
         put(BOOTSTRAP_TEMPLATE)
     else:
-        report.kept.append(
-            (BOOTSTRAP_TEMPLATE, "not written: only a new workspace gets the first-run ritual")
-        )
+        report.skipped.append((BOOTSTRAP_TEMPLATE, "only a new workspace gets the first-run ritual"))
 
     if existing_memory:
         report.kept.append((existing_memory[0], "memory is never overwritten, even with --force"))
@@ -201,6 +201,8 @@ def init_workspace(directory: Path, *, force: bool) -> None:
         typer.echo(f"  replaced {name} (--force)")
     for name, why in report.kept:
         typer.echo(f"  kept     {name} ({why})")
+    for name, why in report.skipped:
+        typer.echo(f"  skipped  {name} ({why})")
     if not report.written and not report.overwritten:
         typer.echo("Nothing to write: the workspace is already set up.")
     typer.echo("")

@@ -308,7 +308,7 @@ class HeartbeatConfig(BaseModel):
         if isinstance(value, dict):
             return cls.model_validate(value)
         if isinstance(value, str | int | float | timedelta):
-            return cls(every=value)  # type: ignore[arg-type]
+            return cls(every=value)
         raise ValueError(
             f"heartbeat: expected a HeartbeatConfig, a dict, a duration or a bool, got {value!r}"
         )

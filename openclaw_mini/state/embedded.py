@@ -340,7 +340,14 @@ class EmbeddedWorldState(WorldState):
         if self._closed:
             raise StateUnavailableError(f"the world state at {self.path} is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(function, *args))
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(function, *args))
+        except sqlite3.Error as exc:
+            raise self._sqlite_failure(exc) from exc
+
+    def _sqlite_failure(self, exc: sqlite3.Error) -> StateError:
+        """A SQLite error as a world-state error that names the file (e.g. locked too long)."""
+        return StateError(f"the world state at {self.path} failed: {exc}")
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is not None:
@@ -477,10 +484,14 @@ class EmbeddedWorldState(WorldState):
                 lambda conn: [self._append(conn, request.prepared) for request in ready]
             )
         except BaseException as exc:
+            if isinstance(exc, sqlite3.Error):
+                failure: Exception = self._sqlite_failure(exc)
+            elif isinstance(exc, Exception):
+                failure = exc
+            else:
+                failure = StateError(f"write interrupted: {exc!r}")
             for request in ready:
-                request.future.set_exception(
-                    exc if isinstance(exc, Exception) else StateError(f"write interrupted: {exc!r}")
-                )
+                request.future.set_exception(failure)
             if not isinstance(exc, Exception):
                 raise
             return

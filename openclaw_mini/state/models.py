@@ -297,7 +297,15 @@ def prepare_event(
         body = event.model_dump_json(by_alias=True, exclude_none=True)
     except PydanticSerializationError as exc:
         raise InvalidEventError(f"{where} cannot be stored as JSON: {exc}") from None
-    prepared = PreparedEvent.from_body(body)
+    # The same serializer in JSON mode, so applied properties equal what replay reads back.
+    properties = event.payload.model_dump(mode="json", include={"properties"})["properties"]
+    prepared = PreparedEvent(
+        event_id=event.event_id,
+        stream=event.stream,
+        entity_id=event.payload.entity_id,
+        properties=properties,
+        body=body,
+    )
     size = prepared.size
     if size > MAX_EVENT_BYTES:
         raise EventTooLargeError(

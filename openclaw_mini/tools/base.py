@@ -117,7 +117,12 @@ def _docstring_parts(function: Callable[..., Any]) -> tuple[str, dict[str, str]]
                 continue
             name, sep, rest = stripped.partition(":")
             bare = name.split(" ")[0].strip()
-            if sep and bare.isidentifier() and line.startswith((" ", "\t")) and not line.startswith("        "):
+            if (
+                sep
+                and bare.isidentifier()
+                and line.startswith((" ", "\t"))
+                and not line.startswith("        ")
+            ):
                 current = bare
                 arg_docs[current] = rest.strip()
             elif current and stripped:
@@ -127,9 +132,7 @@ def _docstring_parts(function: Callable[..., Any]) -> tuple[str, dict[str, str]]
     return "\n".join(description_lines).strip(), arg_docs
 
 
-def _build_tool(
-    function: ToolFunction, *, name: str | None, description: str | None, group: str
-) -> Tool:
+def _build_tool(function: ToolFunction, *, name: str | None, description: str | None, group: str) -> Tool:
     hints = get_type_hints(function, include_extras=True)
     signature = inspect.signature(function)
     doc_description, arg_docs = _docstring_parts(function)

@@ -81,8 +81,9 @@ class SandboxConfig(BaseModel):
 class Sandbox:
     """Applies a `SandboxConfig` to one workspace."""
 
-    def __init__(self, workspace: Path, config: SandboxConfig | None = None,
-                 read_roots: Iterable[Path] = ()) -> None:
+    def __init__(
+        self, workspace: Path, config: SandboxConfig | None = None, read_roots: Iterable[Path] = ()
+    ) -> None:
         self.workspace = Path(workspace).resolve()
         self.config = config or SandboxConfig()
         roots = [*self.config.extra_read_roots, *read_roots]
@@ -133,11 +134,11 @@ class Sandbox:
         if not write and any(_inside(resolved, root) for root in self.read_roots):
             return resolved
         shown = raw if len(raw) < 200 else raw[:200] + "..."
-        reason = "resolves (through a symlink) to" if candidate.is_symlink() or _has_symlink(
-            candidate) else "is"
+        reason = (
+            "resolves (through a symlink) to" if candidate.is_symlink() or _has_symlink(candidate) else "is"
+        )
         raise ToolRefused(
-            f"Path '{shown}' {reason} outside the workspace {self.workspace}; "
-            "file tools only work inside it."
+            f"Path '{shown}' {reason} outside the workspace {self.workspace}; file tools only work inside it."
         )
 
     def relative(self, path: Path) -> str:

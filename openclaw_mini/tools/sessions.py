@@ -61,10 +61,19 @@ async def sessions_spawn(
         try:
             async for event in child.stream(key, task):
                 if event.type in ("tool_start", "tool_end") and ctx.emit is not None:
-                    ctx.emit(RunEvent("subagent", ctx.session_key, tool=event.tool, data={
-                        "subagent": key, "label": name, "event": event.type,
-                        "parent_tool_use_id": ctx.tool_use_id,
-                    }))
+                    ctx.emit(
+                        RunEvent(
+                            "subagent",
+                            ctx.session_key,
+                            tool=event.tool,
+                            data={
+                                "subagent": key,
+                                "label": name,
+                                "event": event.type,
+                                "parent_tool_use_id": ctx.tool_use_id,
+                            },
+                        )
+                    )
                 elif event.type == "done":
                     final = event.result
         finally:
@@ -87,12 +96,15 @@ async def sessions_spawn(
         except Exception as exc:  # delivered to the parent session, never lost
             note = f"[Background sub-agent {name} ({key}) failed] {exc}"
             ok = False
-        await parent.deliver_subagent_result(ctx.session_key, note, data={
-            "subagent": key, "label": name, "ok": ok})
+        await parent.deliver_subagent_result(
+            ctx.session_key, note, data={"subagent": key, "label": name, "ok": ok}
+        )
 
     parent.track_background(asyncio.create_task(run_in_background(), name=f"subagent:{key}"))
-    return (f"Sub-agent {name} started in the background as {key}. Its result will be added to this "
-            "session when it finishes; do not wait for it.")
+    return (
+        f"Sub-agent {name} started in the background as {key}. Its result will be added to this "
+        "session when it finishes; do not wait for it."
+    )
 
 
 @tool(group="sessions")
@@ -106,8 +118,10 @@ async def sessions_list(ctx: ToolContext, limit: int = 20) -> str:
     infos = await parent.sessions.list(parent.config.agent_id)
     if not infos:
         return "No sessions yet."
-    lines = [f"{info.key}  last active {info.last_activity:%Y-%m-%d %H:%M} UTC  {info.size_bytes:,} bytes"
-             for info in infos[: max(limit, 1)]]
+    lines = [
+        f"{info.key}  last active {info.last_activity:%Y-%m-%d %H:%M} UTC  {info.size_bytes:,} bytes"
+        for info in infos[: max(limit, 1)]
+    ]
     return "\n".join(lines)
 
 
@@ -128,7 +142,7 @@ async def sessions_history(session: str, ctx: ToolContext, limit: int = 20) -> s
     if not loaded.entries:
         raise ToolError(f"No session {key}.")
     lines: list[str] = []
-    for entry in loaded.entries[-max(limit, 1):]:
+    for entry in loaded.entries[-max(limit, 1) :]:
         if isinstance(entry, MessageEntry):
             if entry.hidden:
                 continue
@@ -139,7 +153,9 @@ async def sessions_history(session: str, ctx: ToolContext, limit: int = 20) -> s
                 elif block.get("type") == "tool_result":
                     content = block.get("content")
                     preview = content if isinstance(content, str) else text_of(content or [])
-                    parts.append(f"[tool result{' (error)' if block.get('is_error') else ''}: {preview[:200]}]")
+                    parts.append(
+                        f"[tool result{' (error)' if block.get('is_error') else ''}: {preview[:200]}]"
+                    )
             text = " ".join(part for part in parts if part)[:_HISTORY_TEXT_LIMIT]
             lines.append(f"{entry.role}: {text}")
         elif isinstance(entry, CompactionEntry):
