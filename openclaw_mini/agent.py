@@ -192,6 +192,11 @@ class Agent:
         self._background: set[asyncio.Task[None]] = set()
         self.extras: dict[str, Any] = {"agent": self, "on_exec_complete": self._on_exec_complete}
         """Subsystem handles passed to tools through `ToolContext.extras`."""
+        if self.config.enable_memory:
+            from .memory import MemoryStore
+
+            # Opened lazily by the store itself; shared by the memory tools of every run.
+            self.extras["memory"] = MemoryStore(self.workspace, timezone=self.config.timezone)
         self._registry = ToolRegistry(self._builtin_tools())
         for item in tools:
             self._registry.add(item)

@@ -397,3 +397,18 @@ async def test_secret_api_key_never_lands_in_the_transcript(
         if path.is_file():
             assert b"sk-ant-very-secret-key" not in path.read_bytes()
     assert "very-secret" not in repr(agent.config) and "very-secret" not in repr(agent.model)
+
+
+async def test_a_memory_written_by_one_agent_is_found_by_a_new_agent(
+    make_agent, fake_server: FakeAnthropicServer, workspace: Path
+) -> None:
+    fake_server.queue(
+        tool_reply(("memory_write", {"text": "The deploy window is Thursday 14:00 UTC.", "tags": ["deploy"]})),
+        text_reply("Saved."),
+    )
+    await make_agent().run("s", "Remember: deploys happen Thursday 14:00 UTC.")
+    fake_server.queue(tool_reply(("memory_search", {"query": "deploy window"})), text_reply("Thursday."))
+    result = await make_agent().run("other", "When is the deploy window?")
+    hits = json.loads(result.tool_calls[0].output)
+    assert "Thursday 14:00 UTC" in json.dumps(hits)
+    assert "memory_search" in fake_server.requests[-1].system  # recall guidance + tool listed

@@ -16,7 +16,7 @@ from openclaw_mini.cli.memory import app
 from openclaw_mini.memory import MemoryStore
 from openclaw_mini.tools.base import ToolContext, ToolError
 from openclaw_mini.tools.memory import MEMORY_TOOLS, memory_get, memory_search, memory_write
-from openclaw_mini.tools.policy import TOOL_GROUPS, Sandbox, SandboxConfig
+from openclaw_mini.tools.policy import TOOL_GROUPS, Sandbox, SandboxConfig, ToolPolicy, ToolRefused
 
 NOW = datetime(2025, 3, 10, 9, 30, tzinfo=UTC)
 
@@ -150,15 +150,11 @@ async def test_memory_write_errors(workspace: Path, ctx: ToolContext) -> None:
         await memory_write.invoke({"text": "x", "tags": ["two words"]}, ctx)
     with pytest.raises(ToolError, match="empty"):
         await memory_write.invoke({"text": "  "}, ctx)
-    read_only = ToolContext(
-        workspace=workspace,
-        session_key="agent:main:test",
-        agent_id="main",
-        sandbox=Sandbox(workspace, SandboxConfig(allow_write=False)),
-        extras=ctx.extras,
-    )
-    with pytest.raises(ToolError, match="writing files is turned off"):
-        await memory_write.invoke({"text": "nope"}, read_only)
+    # The write gate lives in the policy module (one place), like for write/edit.
+    read_only = Sandbox(workspace, SandboxConfig(allow_write=False))
+    with pytest.raises(ToolRefused, match="Writing files is turned off"):
+        read_only.check_call(memory_write, ToolPolicy())
+    assert memory_write not in read_only.offered([memory_write], ToolPolicy())
     assert not (workspace / "memory").exists()
 
 

@@ -150,8 +150,6 @@ async def memory_write(
         tags: Optional tags like ["deploy", "people"], written as #tag.
         long_term: Append to MEMORY.md instead, for facts that should stay true for months.
     """
-    if not ctx.sandbox.config.allow_write:
-        raise ToolError("memory_write refused: writing files is turned off for this agent.")
     store = memory_store(ctx)
     try:
         result = await asyncio.to_thread(store.write, text, tuple(tags or ()), long_term)

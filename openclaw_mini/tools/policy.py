@@ -26,7 +26,7 @@ TOOL_GROUPS: dict[str, tuple[str, ...]] = {
 }
 """Named groups usable in a policy as `group:<name>`; a tool's own `group` attribute counts too."""
 
-WRITE_TOOLS = frozenset({"write", "edit"})
+WRITE_TOOLS = frozenset({"write", "edit", "memory_write"})
 EXEC_TOOLS = frozenset({"exec"})
 
 
