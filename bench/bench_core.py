@@ -20,22 +20,32 @@ STEPS = 100
 
 
 @tool
-def noop(value: int) -> str:
-    """Return at once."""
+async def noop(value: int) -> str:
+    """Return at once (async: what is measured is the loop itself)."""
     return str(value)
 
 
-def _script(steps: int) -> list:
-    return [*(tool_reply(("noop", {"value": i})) for i in range(steps)), text_reply("done")]
+@tool
+def sync_noop(value: int) -> str:
+    """Return at once (sync: the loop runs it in a worker thread)."""
+    return str(value)
 
 
-async def _loop_in_process(workspace: Path) -> float:
+USAGE = {"input_tokens": 1_000, "output_tokens": 20}
+
+
+def _script(steps: int, name: str = "noop") -> list:
+    calls = (tool_reply((name, {"value": i}), usage=USAGE) for i in range(steps))
+    return [*calls, text_reply("done", usage=USAGE)]
+
+
+async def _loop_in_process(workspace: Path, name: str = "noop") -> float:
     model = ScriptedModel()
-    model.queue(text_reply("warm"), *_script(STEPS))
+    model.queue(text_reply("warm", usage=USAGE), *_script(STEPS, name))
     async with Agent(
         workspace_dir=workspace,
         model=model,
-        tools=[noop],
+        tools=[noop, sync_noop],
         max_turns=STEPS + 1,
         enable_memory=False,
         enable_skills=False,
@@ -50,7 +60,7 @@ async def _loop_in_process(workspace: Path) -> float:
 
 async def _loop_over_http(workspace: Path) -> float:
     with FakeAnthropicServer() as server:
-        server.queue(text_reply("warm"), *_script(STEPS))
+        server.queue(text_reply("warm", usage=USAGE), *_script(STEPS))
         async with Agent(
             workspace_dir=workspace,
             api_key="bench",
@@ -118,6 +128,8 @@ def run() -> list[tuple[str, str, str]]:
         rows.append(
             ("loop overhead per tool step (scripted model, 100 steps)", f"{per_step:.3f} ms", "< 0.5 ms")
         )
+        per_sync = asyncio.run(_loop_in_process(Path(folder) / "a2", "sync_noop"))
+        rows.append(("same, sync tool (runs in a worker thread)", f"{per_sync:.3f} ms", "measured"))
         per_http = asyncio.run(_loop_over_http(Path(folder) / "b"))
         rows.append(("loop per tool step via real SDK + fake server", f"{per_http:.2f} ms", "measured"))
         append_s, resume_s, compacted_s = _resume(Path(folder) / "c")

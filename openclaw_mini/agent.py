@@ -74,6 +74,10 @@ class _SessionState:
     messages_at_usage: int = 0
     flushed_this_cycle: bool = False
     warnings: list[str] = field(default_factory=list)
+    pending: list[AnyEntry] = field(default_factory=list)
+    """Entries handed to the writer and not yet on disk (kept in order)."""
+    writer: asyncio.Task[None] | None = None
+    write_error: BaseException | None = None
     sized: list[tuple[dict[str, Any], int]] = field(default_factory=list)
     """Messages already measured with their weighted chars: the pruning check costs O(new ones)."""
     sized_chars: int = 0
@@ -337,16 +341,23 @@ class Agent:
 
     async def _execute(self, key: SessionKey, text: str, emit: Callable[[RunEvent], None]) -> RunResult:
         self._check_credentials()
-        name = str(key)
         state = await self._load_state(key)
+        try:
+            return await self._execute_loaded(state, text, emit)
+        finally:
+            await self._flush(state)
+
+    async def _execute_loaded(self, state: _SessionState, text: str,
+                              emit: Callable[[RunEvent], None]) -> RunResult:
+        key = state.key
+        name = str(key)
         for warning in state.warnings:
             emit(RunEvent("warning", name, text=warning))
         state.warnings.clear()
 
         skills = await self._skills_snapshot(name, emit)
         user_content = self._user_content(text, skills)
-        user_entry = MessageEntry(role="user", content=user_content)
-        await self._persist(state, user_entry)
+        await self._persist(state, MessageEntry(role="user", content=user_content))
         self._append_user(state, user_content)
 
         request = self._base_request(key, skills, emit)
@@ -486,8 +497,10 @@ class Agent:
         """The session's state, reused between runs unless another process appended to the file."""
         name = str(key)
         path = self.sessions.path_for(key)
-        size = await asyncio.to_thread(_file_size, path)
         cached = self._states.get(name)
+        if cached is not None:
+            await self._flush(cached)
+        size = await asyncio.to_thread(_file_size, path)
         if cached is not None and cached.file_size == size:
             return cached
         loaded: LoadedSession = await self.sessions.load(key, active_only=True)
@@ -505,11 +518,16 @@ class Agent:
         return state
 
     async def _persist(self, state: _SessionState, entry: AnyEntry) -> None:
+        """Record an entry: in memory now, on disk by the session's writer task.
+
+        The loop does not wait for the disk between steps; a single writer per session keeps the
+        order, batches what piles up, and every run flushes before it ends.
+        """
         entry.parent_id = state.last_id
-        before, after = await self.sessions.append(state.key, [entry])
-        # Another process wrote in between: keep going, but reload on the next run.
-        state.file_size = after if before == state.file_size else -1
         state.entries.append(entry)
+        state.pending.append(entry)
+        if state.writer is None or state.writer.done():
+            state.writer = asyncio.create_task(self._write_pending(state))
         if isinstance(entry, MessageEntry) and entry.role == "assistant" and entry.usage:
             usage = entry.usage
             state.last_context_tokens = (
@@ -519,6 +537,27 @@ class Agent:
                 + usage.get("output_tokens", 0)
             )
             state.messages_at_usage = len(state.messages)  # the loop appends before persisting
+
+    async def _write_pending(self, state: _SessionState) -> None:
+        while state.pending:
+            batch, state.pending = state.pending, []
+            try:
+                before, after = await self.sessions.append(state.key, batch)
+            except Exception as exc:  # surfaced by _flush at the end of the run
+                state.write_error = exc
+                state.pending[:0] = batch
+                return
+            # Another process wrote in between: keep going, but reload on the next run.
+            state.file_size = after if before == state.file_size else -1
+
+    async def _flush(self, state: _SessionState) -> None:
+        """Wait until every recorded entry is on disk (shielded: a cancelled run still flushes)."""
+        while state.writer is not None and not state.writer.done():
+            await asyncio.shield(state.writer)
+        if state.write_error is not None:
+            error, state.write_error = state.write_error, None
+            self._states.pop(str(state.key), None)  # reload from disk next time
+            raise error
 
     def _append_user(self, state: _SessionState, content: list[dict[str, Any]]) -> None:
         """Add a user message to the API history, merging into a trailing user message."""
@@ -692,7 +731,10 @@ class Agent:
             request = self._base_request(
                 key, await self._skills_snapshot(str(key), events.append), events.append
             )
-            done = await self._compact(state, request, events.append, reason="manual")
+            try:
+                done = await self._compact(state, request, events.append, reason="manual")
+            finally:
+                await self._flush(state)
         if not done:
             return None
         return next(e.data for e in events if e.type == "compaction")
@@ -749,6 +791,7 @@ class Agent:
             state = await self._load_state(key)
             await self._persist(state, CustomEntry(custom_type="subagent_result", data=data, message=note))
             self._append_user(state, [{"type": "text", "text": note}])
+            await self._flush(state)
         if self._heartbeat is not None:
             self._heartbeat.request("exec")
 

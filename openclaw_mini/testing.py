@@ -746,8 +746,11 @@ class ScriptedModel:
             if reply.chunk_delay > 0:
                 await asyncio.sleep(reply.chunk_delay)
             yield event
-        system = request.system_stable + request.system_dynamic
-        usage = _resolve_usage(reply, _estimate_tokens(system, request.messages, request.tools))
+        estimated = 0
+        if "input_tokens" not in (reply.usage or {}):  # the estimate serialises the whole request
+            system = request.system_stable + request.system_dynamic
+            estimated = _estimate_tokens(system, request.messages, request.tools)
+        usage = _resolve_usage(reply, estimated)
         yield ModelResponse(
             content=copy.deepcopy(reply.content),
             stop_reason=reply.stop_reason,
