@@ -9,9 +9,11 @@ Ctrl-D exits.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -113,6 +115,8 @@ class _SilentRenderer:
 def run_chat(*, workspace: Path, session: str | None, model: str | None, agent_id: str | None) -> None:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     agent = make_agent(workspace, model=model, agent_id=agent_id)
+    # The SDK takes about a second to import: do it while the user types the first message.
+    threading.Thread(target=importlib.import_module, args=("anthropic",), daemon=True).start()
     session_id = session or ("chat-" + uuid.uuid4().hex[:8] if interactive else "main")
     with asyncio.Runner() as runner:
         try:

@@ -187,23 +187,19 @@ class RichRenderer:
 
 
 def tool_panel(call: ToolCallRecord, max_lines: int = 4) -> Any:
+    """A compact panel: tool name and short arguments, the first result lines, the duration."""
     from rich.panel import Panel
     from rich.text import Text
 
-    lines = call.output.strip().splitlines()
-    shown = lines[:max_lines]
-    body = Text("\n".join(line[:160] for line in shown), style="red" if call.is_error else "dim")
+    lines = [line.expandtabs(4) for line in call.output.rstrip().splitlines()]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    body = Text("\n".join(line[:200] for line in lines[:max_lines]) or "(no output)",
+                style="red" if call.is_error else "dim", no_wrap=True, overflow="ellipsis")
     if len(lines) > max_lines:
         body.append(f"\n… {len(lines) - max_lines} more lines", style="dim italic")
     title = Text.assemble(
         (call.name, "bold red" if call.is_error else "bold yellow"), (f" {short_args(call.input)}", "default")
     )
-    return Panel(
-        body,
-        title=title,
-        title_align="left",
-        subtitle=f"{call.duration_ms:.0f} ms",
-        subtitle_align="right",
-        border_style="red" if call.is_error else "grey50",
-        expand=False,
-    )
+    return Panel(body, title=title, title_align="left", subtitle=f"{call.duration_ms:.0f} ms",
+                 subtitle_align="right", border_style="red" if call.is_error else "grey50", expand=False)

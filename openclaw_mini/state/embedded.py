@@ -128,7 +128,10 @@ class _WriteRequest:
         for result in self.results:
             if result is None:
                 event = next(events)
-                result = PublishResult(event_id=event.event_id, stream=event.stream)
+                # built from already-validated values: skip validation on this hot path
+                result = PublishResult.model_construct(
+                    event_id=event.event_id, stream=event.stream, error=None
+                )
             final.append(result)
         return final
 
@@ -168,6 +171,11 @@ def _apply(current: _Current, event: PreparedEvent, received_at: int, seq: int) 
     current.last_updated = received_at
     current.last_seq = seq
     current.dirty = True
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> builtins.list[Sequence[str]]:
+    """Split `IN (...)` parameters into chunks well below SQLite's variable limit."""
+    return [items[index : index + size] for index in range(0, len(items), size)]
 
 
 def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
@@ -401,57 +409,76 @@ class EmbeddedWorldState(WorldState):
         """Append events and apply them, inside the caller's transaction; returns the new ones.
 
         An `eventId` already in the log is not applied again, so a retried publish is harmless.
+        Rows go in with `executemany` and explicit sequence numbers (max + 1 ...), which is safe
+        because the caller holds the write lock (`BEGIN IMMEDIATE`).
         """
+        if not prepared:
+            return []
         received_at = now_ms()
-        touched: dict[str, _Current] = {}
-        fresh: builtins.list[_Applied] = []
-        own: builtins.list[int] = []
-        for event in prepared:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO events (event_id, entity_id, received_at, body) VALUES (?, ?, ?, ?)",
-                (event.event_id, event.entity_id, received_at, event.body),
+        known: set[str] = set()
+        event_ids = [event.event_id for event in prepared]
+        for chunk in _chunks(event_ids):
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                row[0]
+                for row in conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
             )
-            if cursor.rowcount != 1 or cursor.lastrowid is None:
-                continue
-            seq = cursor.lastrowid
-            own.append(seq)
-            entity_id = event.entity_id
-            current = touched.get(entity_id)
-            if current is None:
-                current = self._load(conn, entity_id)
-                touched[entity_id] = current
-            _apply(current, event, received_at, seq)
-            fresh.append(_Applied(event, received_at))
+        fresh_events: builtins.list[PreparedEvent] = []
+        for event in prepared:
+            if event.event_id not in known:
+                known.add(event.event_id)
+                fresh_events.append(event)
+        if not fresh_events:
+            return []
+        first = int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]) + 1
+        conn.executemany(
+            "INSERT INTO events (seq, event_id, entity_id, received_at, body) VALUES (?, ?, ?, ?, ?)",
+            [
+                (first + offset, event.event_id, event.entity_id, received_at, event.body)
+                for offset, event in enumerate(fresh_events)
+            ],
+        )
+        touched = self._load_many(conn, {event.entity_id for event in fresh_events})
+        for offset, event in enumerate(fresh_events):
+            _apply(touched[event.entity_id], event, received_at, first + offset)
+        upserts = []
+        deletes = []
         for entity_id, current in touched.items():
             if not current.dirty:
                 continue
             if current.properties is None:
                 if current.existed:
-                    conn.execute("DELETE FROM entities WHERE id = ?", (entity_id,))
+                    deletes.append((entity_id,))
             else:
-                conn.execute(
-                    "INSERT INTO entities (id, properties, last_updated, last_seq) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET properties = excluded.properties, "
-                    "last_updated = excluded.last_updated, last_seq = excluded.last_seq",
-                    (
-                        entity_id,
-                        json.dumps(current.properties, separators=(",", ":"), ensure_ascii=False),
-                        current.last_updated,
-                        current.last_seq,
-                    ),
-                )
+                properties = json.dumps(current.properties, separators=(",", ":"), ensure_ascii=False)
+                upserts.append((entity_id, properties, current.last_updated, current.last_seq))
+        if deletes:
+            conn.executemany("DELETE FROM entities WHERE id = ?", deletes)
+        if upserts:
+            conn.executemany(
+                "INSERT INTO entities (id, properties, last_updated, last_seq) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET properties = excluded.properties, "
+                "last_updated = excluded.last_updated, last_seq = excluded.last_seq",
+                upserts,
+            )
         if self._tracking:
-            self._own_seqs.update(own)
-        return fresh
+            self._own_seqs.update(range(first, first + len(fresh_events)))
+        return [_Applied(event, received_at) for event in fresh_events]
 
     @staticmethod
-    def _load(conn: sqlite3.Connection, entity_id: str) -> _Current:
-        row = conn.execute(
-            "SELECT properties, last_updated, last_seq FROM entities WHERE id = ?", (entity_id,)
-        ).fetchone()
-        if row is None:
-            return _Current(None, 0, 0, existed=False)
-        return _Current(json.loads(row[0]), row[1], row[2], existed=True)
+    def _load_many(conn: sqlite3.Connection, entity_ids: set[str]) -> dict[str, _Current]:
+        found: dict[str, _Current] = {}
+        for chunk in _chunks(sorted(entity_ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT id, properties, last_updated, last_seq FROM entities WHERE id IN ({marks})", chunk
+            )
+            for entity_id, properties, last_updated, last_seq in rows:
+                found[entity_id] = _Current(json.loads(properties), last_updated, last_seq, existed=True)
+        for entity_id in entity_ids:
+            if entity_id not in found:
+                found[entity_id] = _Current(None, 0, 0, existed=False)
+        return found
 
     def _drain_writes(self) -> None:
         """Commit every queued write request in ONE transaction (group commit).
