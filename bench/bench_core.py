@@ -4,6 +4,7 @@ and start-up time of the package and the CLI."""
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,64 @@ async def _loop_over_http(workspace: Path) -> float:
     return elapsed / (STEPS + 1) * 1000
 
 
+async def _sdk_event_costs(deltas: int = 3_000) -> tuple[float, float]:
+    """µs per streamed event in the SDK alone: raw `create(stream=True)` vs `messages.stream()`.
+
+    The SSE body is recorded once from the fake server, then replayed through an in-memory
+    transport (the SDK's supported `http_client` option), so neither a server thread nor the
+    network is in the measurement.
+    """
+    import urllib.request
+
+    import httpx2
+    from anthropic import AsyncAnthropic
+
+    params = {
+        "model": "bench",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "go"}],
+        "stream": True,
+    }
+    with FakeAnthropicServer() as server:
+        reply = text_reply("word " * (deltas * 2))
+        reply.text_chunk_size = 10
+        server.queue(reply)
+        request = urllib.request.Request(
+            f"{server.url}/v1/messages",
+            data=json.dumps(params).encode(),
+            headers={"content-type": "application/json", "x-api-key": "b"},
+        )
+
+        def fetch() -> bytes:
+            with urllib.request.urlopen(request) as response:
+                return bytes(response.read())
+
+        body = await asyncio.to_thread(fetch)
+    events_in_body = body.count(b"\nevent: ") + body.startswith(b"event: ")
+
+    def replay(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(replay))
+    client = AsyncAnthropic(api_key="bench", http_client=http, max_retries=0)
+    create_params = {k: v for k, v in params.items() if k != "stream"}
+    results = []
+    try:
+        for helper in (False, True, False, True, False, True):  # the first pair warms up
+            started = time.perf_counter()
+            if helper:
+                async with client.messages.stream(**create_params) as stream:
+                    async for _ in stream:
+                        pass
+            else:
+                async for _ in await client.messages.create(**create_params, stream=True):
+                    pass
+            results.append((time.perf_counter() - started) / events_in_body * 1e6)
+    finally:
+        await client.close()
+    return min(results[2::2]), min(results[3::2])
+
+
 def _fill(store: SessionStore, key: SessionKey, count: int) -> tuple[float, list[MessageEntry]]:
     batch: list[MessageEntry] = []
     last: list[MessageEntry] = []
@@ -130,6 +189,9 @@ def run() -> list[tuple[str, str, str]]:
         )
         per_sync = asyncio.run(_loop_in_process(Path(folder) / "a2", "sync_noop"))
         rows.append(("same, sync tool (runs in a worker thread)", f"{per_sync:.3f} ms", "measured"))
+        raw_us, helper_us = asyncio.run(_sdk_event_costs())
+        rows.append(("SDK stream event, raw create(stream=True)", f"{raw_us:.1f} µs/event", "used"))
+        rows.append(("SDK stream event, messages.stream() helper", f"{helper_us:.1f} µs/event", "not used"))
         per_http = asyncio.run(_loop_over_http(Path(folder) / "b"))
         rows.append(("loop per tool step via real SDK + fake server", f"{per_http:.2f} ms", "measured"))
         append_s, resume_s, compacted_s = _resume(Path(folder) / "c")

@@ -213,6 +213,18 @@ async def test_republishing_the_same_event_id_is_applied_once(world: WorldState)
     assert len(await world.history("lab/once")) == 1
 
 
+async def test_repeated_event_ids_in_a_batch_are_applied_once(world: WorldState) -> None:
+    old = make_event("lab/dup", {"a": 1})
+    await world.publish(old)
+    again = make_event("lab/dup", {"b": 2})
+    results = await world.publish_batch([old, again, again, make_event("lab/dup", {"c": 3})])
+    assert all(result.ok for result in results)
+    assert results[1].event_id == results[2].event_id == again.event_id
+    assert len(await world.history("lab/dup")) == 3
+    entity = await world.get("lab/dup")
+    assert entity is not None and entity.properties == {"a": 1, "b": 2, "c": 3}
+
+
 async def test_subscribe_to_one_id_versus_everything(world: WorldState) -> None:
     async with world.subscribe("lab/a") as one, world.subscribe("*") as everything:
         await world.publish(make_event("lab/b", {"x": 1}))

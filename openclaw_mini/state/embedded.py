@@ -415,29 +415,20 @@ class EmbeddedWorldState(WorldState):
         if not prepared:
             return []
         received_at = now_ms()
-        known: set[str] = set()
-        event_ids = [event.event_id for event in prepared]
-        for chunk in _chunks(event_ids):
-            marks = ",".join("?" * len(chunk))
-            known.update(
-                row[0]
-                for row in conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+        if len(prepared) == 1:  # the common single publish: let the UNIQUE index spot a repeat
+            event = prepared[0]
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO events (event_id, entity_id, received_at, body) VALUES (?, ?, ?, ?)",
+                (event.event_id, event.entity_id, received_at, event.body),
             )
-        fresh_events: builtins.list[PreparedEvent] = []
-        for event in prepared:
-            if event.event_id not in known:
-                known.add(event.event_id)
-                fresh_events.append(event)
-        if not fresh_events:
-            return []
-        first = int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]) + 1
-        conn.executemany(
-            "INSERT INTO events (seq, event_id, entity_id, received_at, body) VALUES (?, ?, ?, ?, ?)",
-            [
-                (first + offset, event.event_id, event.entity_id, received_at, event.body)
-                for offset, event in enumerate(fresh_events)
-            ],
-        )
+            if cursor.rowcount != 1 or cursor.lastrowid is None:
+                return []
+            fresh_events = [event]
+            first = cursor.lastrowid
+        else:
+            fresh_events, first = self._insert_many(conn, prepared, received_at)
+            if not fresh_events:
+                return []
         touched = self._load_many(conn, {event.entity_id for event in fresh_events})
         for offset, event in enumerate(fresh_events):
             _apply(touched[event.entity_id], event, received_at, first + offset)
@@ -464,6 +455,32 @@ class EmbeddedWorldState(WorldState):
         if self._tracking:
             self._own_seqs.update(range(first, first + len(fresh_events)))
         return [_Applied(event, received_at) for event in fresh_events]
+
+    @staticmethod
+    def _insert_many(
+        conn: sqlite3.Connection, prepared: Sequence[PreparedEvent], received_at: int
+    ) -> tuple[builtins.list[PreparedEvent], int]:
+        """Insert the events not yet in the log (one `executemany`); returns them and the first seq."""
+        known: set[str] = set()
+        for chunk in _chunks([event.event_id for event in prepared]):
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+            known.update(row[0] for row in rows)
+        fresh_events: builtins.list[PreparedEvent] = []
+        for event in prepared:
+            if event.event_id not in known:
+                known.add(event.event_id)
+                fresh_events.append(event)
+        first = int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]) + 1
+        if fresh_events:
+            conn.executemany(
+                "INSERT INTO events (seq, event_id, entity_id, received_at, body) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (first + offset, event.event_id, event.entity_id, received_at, event.body)
+                    for offset, event in enumerate(fresh_events)
+                ],
+            )
+        return fresh_events, first
 
     @staticmethod
     def _load_many(conn: sqlite3.Connection, entity_ids: set[str]) -> dict[str, _Current]:
