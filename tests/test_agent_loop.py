@@ -403,7 +403,9 @@ async def test_a_memory_written_by_one_agent_is_found_by_a_new_agent(
     make_agent, fake_server: FakeAnthropicServer, workspace: Path
 ) -> None:
     fake_server.queue(
-        tool_reply(("memory_write", {"text": "The deploy window is Thursday 14:00 UTC.", "tags": ["deploy"]})),
+        tool_reply(
+            ("memory_write", {"text": "The deploy window is Thursday 14:00 UTC.", "tags": ["deploy"]})
+        ),
         text_reply("Saved."),
     )
     await make_agent().run("s", "Remember: deploys happen Thursday 14:00 UTC.")
