@@ -1,105 +1,81 @@
-"""Two processes coordinate through one served world state.
+"""Two agents in two processes coordinate through one served world state.
 
-    python examples/multi_agent.py [--workspace DIR] [--readings 12]
+    export ANTHROPIC_API_KEY=sk-ant-...
+    python examples/multi_agent.py [--workspace DIR] [--readings 8]
 
-The parent serves the workspace's world state over Flux's HTTP/WebSocket API on a free loopback
-port (what `openclaw-mini state serve` does) and starts two child processes with `FLUX_URL`
-pointing at it, so `open_world_state()` gives each of them the remote store:
+The parent serves the world state over Flux's HTTP/WebSocket API on a free loopback port (what
+`openclaw-mini state serve` does) and starts two agent processes with `FLUX_URL` pointing at it,
+so their state tools (`enable_state=True`) use the served store:
 
-- the sensor publishes a temperature reading to `lab/sensor-1` every 0.2 s, getting warmer;
-- the watcher wakes on a fixed beat (like a heartbeat), reads `lab/sensor-1`, and when the
-  temperature passes the threshold publishes `lab/alert`; it also follows `lab/*` live over
-  the WebSocket to show that updates arrive without polling.
+- the sensor agent is asked, once per reading, to publish a temperature to `lab/sensor-1`;
+- the watcher agent runs on its heartbeat: each tick it reads `lab/sensor-1` and, once the
+  temperature passes 25 °C, publishes `lab/alert` and tells you; otherwise it answers
+  HEARTBEAT_OK, which is never delivered.
 
-Neither child knows the other exists: all they share is the world state.
+Neither agent knows the other exists: all they share is the world state.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import socket
 import sys
 import tempfile
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from openclaw_mini import Agent, HeartbeatConfig, HeartbeatRequest
+from openclaw_mini.state import EmbeddedWorldState
 
-from openclaw_mini.state import EmbeddedWorldState, make_event, open_world_state
-
-THRESHOLD = 25.0
 SENSOR = "lab/sensor-1"
 ALERT = "lab/alert"
 SCRIPT = str(Path(__file__).resolve())
 
+WATCHER_HEARTBEAT = """\
+# Heartbeat
+- [ ] Read the entity lab/sensor-1 with state_get. If its temp is above 25 and the entity lab/alert
+  does not exist yet (check with state_get), publish lab/alert with properties
+  {"active": true, "temp": <the temperature>} using state_publish, then reply with one line saying
+  the alert was raised and the temperature. In every other case reply exactly HEARTBEAT_OK.
+"""
 
-async def sensor(readings: int) -> None:
-    """Publish rising temperatures, then say it is done."""
-    async with open_world_state(".") as state:
+
+async def sensor_agent(workspace: Path, readings: int) -> None:
+    async with Agent(
+        workspace_dir=workspace, enable_state=True, enable_memory=False, enable_skills=False
+    ) as agent:
         for index in range(readings):
-            temperature = round(21.0 + index * 0.5, 1)
-            await state.publish(
-                make_event(
-                    SENSOR,
-                    {"temp": temperature, "unit": "C", "reading": index},
-                    stream="sensors.temp",
-                    source="sensor-process",
-                )
+            temperature = 21.0 + index
+            result = await agent.run(
+                "sensor",
+                (
+                    f"Publish this reading with state_publish: entity_id {SENSOR}, properties "
+                    f'{{"temp": {temperature}, "unit": "C"}}, stream sensors.temp. Then reply "published".'
+                ),
             )
-            print(f"[sensor]  published temp={temperature}", flush=True)
-            await asyncio.sleep(0.2)
-        await state.publish(
-            make_event(SENSOR, {"done": True}, stream="sensors.temp", source="sensor-process")
-        )
+            print(f"[sensor]  temp={temperature}: {result.text}", flush=True)
+            await asyncio.sleep(0.3)
 
 
-async def watcher(beat: float) -> None:
-    """On every beat read the sensor; raise the alert once it is too warm."""
-    async with open_world_state(".") as state:
-        live_updates = 0
+async def watcher_agent(workspace: Path, beat: str, patience: float) -> None:
+    (workspace / "HEARTBEAT.md").write_text(WATCHER_HEARTBEAT)
+    alerted = asyncio.Event()
 
-        async def follow() -> None:
-            nonlocal live_updates
-            async with state.subscribe("lab/*") as updates:
-                async for update in updates:
-                    live_updates += 1
-                    if update.entity_id == ALERT:
-                        print(f"[watcher] saw the alert arrive live: {update.properties}", flush=True)
+    def deliver(text: str, request: HeartbeatRequest) -> None:
+        print(f"[watcher] heartbeat ({request.reason}): {text}", flush=True)
+        alerted.set()
 
-        follower = asyncio.create_task(follow())
+    config = HeartbeatConfig(every=beat, active_hours=None)
+    async with Agent(
+        workspace_dir=workspace, heartbeat=config, enable_state=True, enable_memory=False, enable_skills=False
+    ) as agent:
+        agent.start_heartbeat(deliver=deliver)
         try:
-            while True:
-                await asyncio.sleep(beat)
-                reading = await state.get(SENSOR)
-                if reading is None:
-                    continue
-                temperature = reading.properties.get("temp")
-                alert = await state.get(ALERT)
-                if isinstance(temperature, int | float) and temperature > THRESHOLD and alert is None:
-                    await state.publish(
-                        make_event(
-                            ALERT,
-                            {
-                                "active": True,
-                                "temp": temperature,
-                                "threshold": THRESHOLD,
-                                "source_entity": SENSOR,
-                            },
-                            stream="alerts",
-                            source="watcher-process",
-                        )
-                    )
-                    print(f"[watcher] beat: temp={temperature} > {THRESHOLD}, alert raised", flush=True)
-                if reading.properties.get("done"):
-                    break
-        finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
-        print(f"[watcher] sensor finished; {live_updates} live updates seen", flush=True)
+            await asyncio.wait_for(alerted.wait(), timeout=patience)
+        except TimeoutError:
+            print("[watcher] no alert was needed", flush=True)
+        await agent.stop_heartbeat()
 
 
 def _free_port() -> int:
@@ -108,43 +84,65 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def main(workspace: Path, readings: int) -> int:
+async def main(workspace: Path, readings: int, beat: str) -> int:
     from openclaw_mini.state.server import serve_in_background
 
     port = _free_port()
     async with EmbeddedWorldState.for_workspace(workspace) as store:
         async with serve_in_background(store, port=port) as url:
-            print(f"[server]  world state of {workspace} served at {url}", flush=True)
+            print(f"[server]  world state served at {url}", flush=True)
             env = {**os.environ, "FLUX_URL": url}
             env.pop("FLUX_TOKEN", None)
-            script = SCRIPT
+            patience = str(readings * 5 + 30)
             children = [
-                await asyncio.create_subprocess_exec(sys.executable, script, "--role", "watcher", env=env),
                 await asyncio.create_subprocess_exec(
-                    sys.executable, script, "--role", "sensor", "--readings", str(readings), env=env
+                    sys.executable,
+                    SCRIPT,
+                    "--role",
+                    "watcher",
+                    "--workspace",
+                    str(workspace / "watcher"),
+                    "--beat",
+                    beat,
+                    "--patience",
+                    patience,
+                    env=env,
+                ),
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    SCRIPT,
+                    "--role",
+                    "sensor",
+                    "--workspace",
+                    str(workspace / "sensor"),
+                    "--readings",
+                    str(readings),
+                    env=env,
                 ),
             ]
             codes = [await child.wait() for child in children]
-        final = await store.get(ALERT)
-        print(f"[server]  final alert entity: {final.to_wire() if final else None}", flush=True)
-        print(f"[server]  {await store.event_count()} events in the log", flush=True)
+        alert = await store.get(ALERT)
+        print(f"[server]  {ALERT}: {alert.properties if alert else None}", flush=True)
     return max(codes)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--role", choices=["sensor", "watcher"])
-    parser.add_argument("--readings", type=int, default=12)
-    parser.add_argument("--beat", type=float, default=0.3, help="watcher wake-up interval in seconds")
     parser.add_argument("--workspace", type=Path)
+    parser.add_argument("--readings", type=int, default=8)
+    parser.add_argument("--beat", default="2s", help="the watcher's heartbeat interval")
+    parser.add_argument("--patience", type=float, default=60.0)
     options = parser.parse_args()
-    if options.role == "sensor":
-        asyncio.run(sensor(options.readings))
-    elif options.role == "watcher":
-        asyncio.run(watcher(options.beat))
+    if options.role is not None:
+        options.workspace.mkdir(parents=True, exist_ok=True)
+        if options.role == "sensor":
+            asyncio.run(sensor_agent(options.workspace, options.readings))
+        else:
+            asyncio.run(watcher_agent(options.workspace, options.beat, options.patience))
     elif options.workspace is not None:
         options.workspace.mkdir(parents=True, exist_ok=True)
-        sys.exit(asyncio.run(main(options.workspace, options.readings)))
+        sys.exit(asyncio.run(main(options.workspace, options.readings, options.beat)))
     else:
         with tempfile.TemporaryDirectory(prefix="multi-agent-") as folder:
-            sys.exit(asyncio.run(main(Path(folder), options.readings)))
+            sys.exit(asyncio.run(main(Path(folder), options.readings, options.beat)))

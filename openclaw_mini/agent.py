@@ -140,6 +140,7 @@ class Agent:
         enable_context: bool | None = None,
         enable_skills: bool | None = None,
         enable_heartbeat: bool | None = None,
+        enable_state: bool | None = None,
         bootstrap: BootstrapConfig | None = None,
         pruning: PruningConfig | None = None,
         compaction: CompactionConfig | None = None,
@@ -168,6 +169,7 @@ class Agent:
             enable_context=enable_context,
             enable_skills=enable_skills,
             enable_heartbeat=enable_heartbeat,
+            enable_state=enable_state,
             bootstrap=bootstrap,
             pruning=pruning,
             compaction=compaction,
@@ -230,6 +232,10 @@ class Agent:
             from .tools.sessions import SESSION_TOOLS
 
             found.extend(SESSION_TOOLS)
+        if self.config.enable_state:
+            from .tools.state import STATE_TOOLS
+
+            found.extend(STATE_TOOLS)
         return found
 
     @property

@@ -109,6 +109,8 @@ class AgentConfig(BaseModel):
     enable_context: bool = True
     enable_skills: bool = True
     enable_heartbeat: bool = False
+    enable_state: bool = False
+    """Offer the shared world-state tools (state_publish/get/list/delete); remote when FLUX_URL is set."""
     tool_policy: ToolPolicy = Field(default_factory=ToolPolicy)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,72 @@ def test_heartbeat_example_in_both_modes(fake_server: FakeAnthropicServer, tmp_p
     assert "[due · manual] If notes.txt mentions a deadline" in done.stdout
     assert "Set up the workspace" not in done.stdout
     assert len(fake_server.requests) == calls  # callback mode makes no model call
+
+
+def _multi_agent(request: RecordedRequest) -> object:
+    """The sensor agent publishes what it is asked to; the watcher checks on each heartbeat."""
+    first = json.dumps(request.messages[-1])
+    last = request.messages[-1]["content"]
+    results = [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"]
+    if "Publish this reading" in first and not results:
+        temp = float(re.search(r'temp\\": ([0-9.]+)', first).group(1))  # type: ignore[union-attr]
+        return tool_reply(
+            (
+                "state_publish",
+                {"entity_id": "lab/sensor-1", "properties": {"temp": temp}, "stream": "sensors.temp"},
+            )
+        )
+    if (
+        results
+        and "lab/sensor-1" in json.dumps(request.messages[-2])
+        and "state_publish" in json.dumps(request.messages[-2])
+        and "lab/alert" not in json.dumps(request.messages[-2])
+    ):
+        return text_reply("published")
+    if results:
+        output = json.dumps(results[0]["content"])
+        if "lab/alert" in json.dumps(request.messages[-2]):
+            return text_reply("Alert raised: lab/sensor-1 is above 25 C.")
+        found = re.search(r'temp\\": ([0-9.]+)', output)
+        if found and float(found.group(1)) > 25:
+            return tool_reply(
+                (
+                    "state_publish",
+                    {"entity_id": "lab/alert", "properties": {"active": True, "temp": float(found.group(1))}},
+                )
+            )
+        return text_reply("HEARTBEAT_OK")
+    if "HEARTBEAT_OK" in first:
+        return tool_reply(("state_get", {"entity_id": "lab/sensor-1"}))
+    return text_reply("HEARTBEAT_OK")
+
+
+def test_multi_agent_example(fake_server: FakeAnthropicServer, tmp_path: Path) -> None:
+    fake_server.handler = _multi_agent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        ANTHROPIC_API_KEY="test-key",
+        ANTHROPIC_BASE_URL=fake_server.url,
+        OPENCLAW_MINI_HOME=str(tmp_path),
+        OPENCLAW_MINI_SKILLS_DIR=str(tmp_path / "skills"),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "multi_agent.py"),
+            "--workspace",
+            str(tmp_path / "ws"),
+            "--readings",
+            "7",
+            "--beat",
+            "300ms",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "[sensor]  temp=27.0: published" in done.stdout
+    assert "[watcher] heartbeat" in done.stdout and "Alert raised" in done.stdout
+    assert "lab/alert: {'active': True, 'temp': 2" in done.stdout
