@@ -253,7 +253,7 @@ class _LocalSubscription(Subscription):
             return
         await self._store._watch(self)
         if self._want_snapshot:
-            entities = await self._store._matching(self.patterns)
+            entities = await self._store.matching(self.patterns)
             self._pending.extend(StateUpdate.from_entity(entity) for entity in entities)
 
     async def __anext__(self) -> StateUpdate:
@@ -690,20 +690,6 @@ class EmbeddedWorldState(WorldState):
         else:
             since_ms = int(since)
         return await self._run(self._history, entity_id, since_ms, limit)
-
-    async def _matching(self, patterns: Sequence[str]) -> builtins.list[Entity]:
-        if "*" in patterns:
-            return await self.list()
-        found: dict[str, Entity] = {}
-        for pattern in patterns:
-            if pattern.endswith("*"):
-                for entity in await self.list(prefix=pattern[:-1]):
-                    found[entity.id] = entity
-            else:
-                exact = await self.get(pattern)
-                if exact is not None:
-                    found[exact.id] = exact
-        return [found[key] for key in sorted(found)]
 
     # -- replay ---------------------------------------------------------------------------
 

@@ -262,21 +262,6 @@ class RemoteWorldState(WorldState):
         answer = await self._call("GET", "/api/events", params=params)
         return [FluxEvent.model_validate(item) for item in answer or []]
 
-    async def matching(self, patterns: Sequence[str]) -> builtins.list[Entity]:
-        """Current entities matching subscription patterns (for snapshots and gap filling)."""
-        if "*" in patterns:
-            return await self.list()
-        found: dict[str, Entity] = {}
-        for pattern in patterns:
-            if pattern.endswith("*"):
-                for entity in await self.list(prefix=pattern[:-1]):
-                    found[entity.id] = entity
-            else:
-                exact = await self.get(pattern)
-                if exact is not None:
-                    found[exact.id] = exact
-        return [found[key] for key in sorted(found)]
-
     # -- subscriptions --------------------------------------------------------------------
 
     @property
