@@ -509,7 +509,10 @@ class Agent:
         size = await asyncio.to_thread(_file_size, path)
         if cached is not None and cached.file_size == size:
             return cached
-        loaded: LoadedSession = await self.sessions.load(key, active_only=True)
+        # Beyond a few windows of text nothing can reach the model (not even the summary, whose
+        # input is bounded by the window), so an uncompacted giant resumes from its tail.
+        tail = max(self.config.context_window_tokens * 4 * 3, 1 << 20)
+        loaded: LoadedSession = await self.sessions.load(key, active_only=True, tail_bytes=tail)
         state = _SessionState(
             key=key,
             entries=loaded.entries,

@@ -175,12 +175,16 @@ class SessionStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def load_sync(self, key: SessionKey, *, active_only: bool = False) -> LoadedSession:
+    def load_sync(
+        self, key: SessionKey, *, active_only: bool = False, tail_bytes: int | None = None
+    ) -> LoadedSession:
         """Read a transcript in one pass; corrupt or torn lines are skipped and reported.
 
-        `active_only` skips what the latest compaction summarised: only entries from its first
-        kept entry on are parsed (what the model sees), so resuming a long compacted session
-        costs what its recent part costs.
+        `active_only` skips what the latest compaction summarised: only its summary and the
+        entries from its first kept entry on are parsed (what the model sees). `tail_bytes`
+        bounds that further for a session that grew far past any context window without being
+        compacted: only about the last `tail_bytes` are parsed, starting at a user turn. Resuming
+        then costs what the model can see, not what the file holds; the file keeps everything.
         """
         path = self.path_for(key)
         loaded = LoadedSession(key=key, path=path, header=None, entries=[])
@@ -200,11 +204,18 @@ class SessionStore:
             except ValidationError:
                 pass
         if active_only:
-            first = max(first, _active_start(lines))
+            start, compaction = _active_range(lines)
+            first = max(first, start)
+            if tail_bytes is not None:
+                tail = _tail_start(lines, first, tail_bytes)
+                if tail > first:
+                    first = tail
+                    if compaction is not None and compaction[0] < first:
+                        loaded.entries.append(compaction[1])  # the summary still leads the history
         body = lines[first:]
         try:
             # Fast path: one pydantic-core call parses and validates the whole file.
-            loaded.entries = ENTRY_LIST_ADAPTER.validate_json(b"[" + b",".join(body) + b"]")
+            loaded.entries.extend(ENTRY_LIST_ADAPTER.validate_json(b"[" + b",".join(body) + b"]"))
             return loaded
         except ValueError:  # a corrupt or torn line somewhere: go line by line
             pass
@@ -228,8 +239,12 @@ class SessionStore:
                 log.warning(message)
         return loaded
 
-    async def load(self, key: SessionKey, *, active_only: bool = False) -> LoadedSession:
-        return await asyncio.to_thread(functools.partial(self.load_sync, key, active_only=active_only))
+    async def load(
+        self, key: SessionKey, *, active_only: bool = False, tail_bytes: int | None = None
+    ) -> LoadedSession:
+        return await asyncio.to_thread(
+            functools.partial(self.load_sync, key, active_only=active_only, tail_bytes=tail_bytes)
+        )
 
     def list_sync(self, agent_id: str | None = None) -> list[SessionInfo]:
         """Sessions with their last activity (file mtime), newest first."""
@@ -266,8 +281,9 @@ class SessionStore:
         return True
 
 
-def _active_start(lines: list[bytes]) -> int:
-    """Index of the first line the latest compaction kept (0 when there is no compaction).
+def _active_range(lines: list[bytes]) -> tuple[int, tuple[int, CompactionEntry] | None]:
+    """Where the model's view starts: the latest compaction's first kept line (0 without one),
+    and that compaction (line index and entry).
 
     A byte search finds candidates (JSON escapes quotes inside strings, so message text cannot
     fake the marker); each candidate is validated before it is trusted.
@@ -282,13 +298,32 @@ def _active_start(lines: list[bytes]) -> int:
         if not isinstance(entry, CompactionEntry):
             continue
         if entry.first_kept_id is None:
-            return index
+            return index, (index, entry)
         needle = b'{"id":"' + entry.first_kept_id.encode() + b'"'
         for kept in range(index - 1, -1, -1):
             if lines[kept].startswith(needle):
-                return kept
-        return 0  # the kept entry is missing: read everything rather than lose history
-    return 0
+                return kept, (index, entry)
+        return 0, (index, entry)  # the kept entry is missing: read everything rather than lose history
+    return 0, None
+
+
+_USER_TURN = b'"type":"message","role":"user"'
+
+
+def _tail_start(lines: list[bytes], first: int, tail_bytes: int) -> int:
+    """The first user-turn line within the last `tail_bytes` of `lines[first:]` (or `first`)."""
+    total = 0
+    index = len(lines)
+    while index > first and total < tail_bytes:
+        index -= 1
+        total += len(lines[index]) + 1
+    if index <= first:
+        return first
+    for candidate in range(index, len(lines)):
+        line = lines[candidate]
+        if _USER_TURN in line and b'"tool_result"' not in line:
+            return candidate
+    return first
 
 
 def _size(path: Path) -> int:

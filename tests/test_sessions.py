@@ -161,3 +161,30 @@ def test_active_only_load_starts_at_the_latest_compactions_kept_entry(tmp_path: 
     assert len(active.entries) == 4
     assert len(store.load_sync(key).entries) == 9
     assert build_messages(active.entries) == build_messages(store.load_sync(key).entries)
+
+
+def test_tail_bytes_bounds_an_uncompacted_giant_and_keeps_the_latest_summary(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    key = SessionKey.parse("s")
+    early = [_message("user", f"early {i}") for i in range(3)]
+    summary = CompactionEntry(summary="early stuff", first_kept_id=early[-1].id)
+    later = []
+    for index in range(200):
+        later.append(_message("user", f"later question {index} " + "x" * 100))
+        later.append(MessageEntry(role="assistant", content=[
+            {"type": "tool_use", "id": f"t{index}", "name": "ls", "input": {}}]))
+        later.append(MessageEntry(role="user", content=[
+            {"type": "tool_result", "tool_use_id": f"t{index}", "content": "y" * 100}]))
+    store.append_sync(key, [*early, summary, *later])
+
+    loaded = store.load_sync(key, active_only=True, tail_bytes=5_000)
+    assert isinstance(loaded.entries[0], CompactionEntry)
+    first_message = loaded.entries[1]
+    assert isinstance(first_message, MessageEntry) and first_message.role == "user"
+    assert first_message.content[0]["type"] == "text"  # starts at a user turn, not a tool result
+    assert 10 < len(loaded.entries) < 100
+    messages = build_messages(loaded.entries)
+    assert "early stuff" in messages[0]["content"][0]["text"]
+    assert messages[-1]["content"][0]["content"] == "y" * 100
+    # Without the bound everything since the compaction is there.
+    assert len(store.load_sync(key, active_only=True).entries) == 1 + 1 + 600
