@@ -13,7 +13,6 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from .config import (
 from .events import RunEvent, RunResult
 from .llm import AnthropicModel, Model, ModelError, ModelRequest
 from .loop import LoopHooks, run_tool_loop
-from .session import LoadedSession, SessionKey, SessionLanes, SessionStore
+from .session import LiveSession, LoadedSession, SessionKey, SessionLanes, SessionStore
 from .tools.base import Tool, ToolContext, ToolRegistry
 from .tools.policy import Sandbox, SandboxConfig, ToolPolicy
 from .transcript import CompactionEntry, CustomEntry, MessageEntry, build_messages
@@ -59,53 +58,6 @@ class MissingAPIKeyError(ConfigError):
 
 
 AnyEntry = MessageEntry | CompactionEntry | CustomEntry
-
-
-@dataclass
-class _SessionState:
-    """A loaded session kept between runs: entries, the API history, and where the file ended."""
-
-    key: SessionKey
-    entries: list[AnyEntry]
-    messages: list[dict[str, Any]]
-    file_size: int = 0
-    last_context_tokens: int | None = None
-    """Tokens the API reported for the last request, and how many messages it covered."""
-    messages_at_usage: int = 0
-    flushed_this_cycle: bool = False
-    warnings: list[str] = field(default_factory=list)
-    pending: list[AnyEntry] = field(default_factory=list)
-    """Entries handed to the writer and not yet on disk (kept in order)."""
-    writer: asyncio.Task[None] | None = None
-    write_error: BaseException | None = None
-    sized: list[tuple[dict[str, Any], int]] = field(default_factory=list)
-    """Messages already measured with their weighted chars: the pruning check costs O(new ones)."""
-    sized_chars: int = 0
-
-    def history_chars(self) -> int:
-        """Weighted chars of `messages` as pruning counts them, measuring only what is new.
-
-        The loop only appends; a merge replaces the last message and compaction the whole list,
-        which the identity checks below notice (then everything is measured again, once).
-        """
-        from .context.tokens import MESSAGE_OVERHEAD_CHARS, content_chars
-
-        messages, sized = self.messages, self.sized
-        count = len(sized)
-        if count and (
-            count > len(messages) or sized[0][0] is not messages[0] or sized[-1][0] is not messages[count - 1]
-        ):
-            sized.clear()
-            self.sized_chars = count = 0
-        for message in messages[count:]:
-            chars = content_chars(message.get("content")) + MESSAGE_OVERHEAD_CHARS
-            sized.append((message, chars))
-            self.sized_chars += chars
-        return self.sized_chars
-
-    @property
-    def last_id(self) -> str | None:
-        return self.entries[-1].id if self.entries else None
 
 
 class Agent:
@@ -190,7 +142,7 @@ class Agent:
         self.workspace: Path = self.config.workspace_dir
         self.sessions = SessionStore(self.config.state_dir, workspace=self.workspace)
         self._lanes = SessionLanes()
-        self._states: dict[str, _SessionState] = {}
+        self._states: dict[str, LiveSession] = {}
         self._running: dict[str, asyncio.Task[RunResult]] = {}
         self._closed = False
         self._depth = 0
@@ -353,8 +305,9 @@ class Agent:
         finally:
             await self._flush(state)
 
-    async def _execute_loaded(self, state: _SessionState, text: str,
-                              emit: Callable[[RunEvent], None]) -> RunResult:
+    async def _execute_loaded(
+        self, state: LiveSession, text: str, emit: Callable[[RunEvent], None]
+    ) -> RunResult:
         key = state.key
         name = str(key)
         for warning in state.warnings:
@@ -364,7 +317,7 @@ class Agent:
         skills = await self._skills_snapshot(name, emit)
         user_content = self._user_content(text, skills)
         await self._persist(state, MessageEntry(role="user", content=user_content))
-        self._append_user(state, user_content)
+        state.append_user(user_content)
 
         request = self._base_request(key, skills, emit)
         hooks = LoopHooks(
@@ -499,7 +452,7 @@ class Agent:
 
     # -- session state -------------------------------------------------------------------
 
-    async def _load_state(self, key: SessionKey) -> _SessionState:
+    async def _load_state(self, key: SessionKey) -> LiveSession:
         """The session's state, reused between runs unless another process appended to the file."""
         name = str(key)
         path = self.sessions.path_for(key)
@@ -513,7 +466,8 @@ class Agent:
         # input is bounded by the window), so an uncompacted giant resumes from its tail.
         tail = max(self.config.context_window_tokens * 4 * 3, 1 << 20)
         loaded: LoadedSession = await self.sessions.load(key, active_only=True, tail_bytes=tail)
-        state = _SessionState(
+        state = LiveSession(
+            store=self.sessions,
             key=key,
             entries=loaded.entries,
             messages=build_messages(loaded.entries),
@@ -526,59 +480,21 @@ class Agent:
         self._states[name] = state
         return state
 
-    async def _persist(self, state: _SessionState, entry: AnyEntry) -> None:
-        """Record an entry: in memory now, on disk by the session's writer task.
+    async def _persist(self, state: LiveSession, entry: AnyEntry) -> None:
+        """Record an entry (the loop's persist hook): in memory now, on disk by the writer."""
+        state.record(entry)
 
-        The loop does not wait for the disk between steps; a single writer per session keeps the
-        order, batches what piles up, and every run flushes before it ends.
-        """
-        entry.parent_id = state.last_id
-        state.entries.append(entry)
-        state.pending.append(entry)
-        if state.writer is None or state.writer.done():
-            state.writer = asyncio.create_task(self._write_pending(state))
-        if isinstance(entry, MessageEntry) and entry.role == "assistant" and entry.usage:
-            usage = entry.usage
-            state.last_context_tokens = (
-                usage.get("input_tokens", 0)
-                + usage.get("cache_creation_input_tokens", 0)
-                + usage.get("cache_read_input_tokens", 0)
-                + usage.get("output_tokens", 0)
-            )
-            state.messages_at_usage = len(state.messages)  # the loop appends before persisting
-
-    async def _write_pending(self, state: _SessionState) -> None:
-        while state.pending:
-            batch, state.pending = state.pending, []
-            try:
-                before, after = await self.sessions.append(state.key, batch)
-            except Exception as exc:  # surfaced by _flush at the end of the run
-                state.write_error = exc
-                state.pending[:0] = batch
-                return
-            # Another process wrote in between: keep going, but reload on the next run.
-            state.file_size = after if before == state.file_size else -1
-
-    async def _flush(self, state: _SessionState) -> None:
-        """Wait until every recorded entry is on disk (shielded: a cancelled run still flushes)."""
-        while state.writer is not None and not state.writer.done():
-            await asyncio.shield(state.writer)
-        if state.write_error is not None:
-            error, state.write_error = state.write_error, None
-            self._states.pop(str(state.key), None)  # reload from disk next time
-            raise error
-
-    def _append_user(self, state: _SessionState, content: list[dict[str, Any]]) -> None:
-        """Add a user message to the API history, merging into a trailing user message."""
-        if state.messages and state.messages[-1]["role"] == "user":
-            last = state.messages[-1]
-            state.messages[-1] = {"role": "user", "content": [*last["content"], *content]}
-        else:
-            state.messages.append({"role": "user", "content": content})
+    async def _flush(self, state: LiveSession) -> None:
+        """Wait until the session's entries are on disk; after a write error, reload next time."""
+        try:
+            await state.flush()
+        except Exception:
+            self._states.pop(str(state.key), None)
+            raise
 
     # -- context: pruning, compaction, memory flush --------------------------------------
 
-    def _estimate_tokens(self, state: _SessionState, request: ModelRequest) -> int:
+    def _estimate_tokens(self, state: LiveSession, request: ModelRequest) -> int:
         """The next request's size: the API's last report plus an estimate of what came since."""
         from .context.compaction import estimate_context_tokens
 
@@ -599,7 +515,7 @@ class Agent:
         return estimate_tokens(request.system_stable + request.system_dynamic) + tools // 4
 
     async def _prepare(
-        self, state: _SessionState, request: ModelRequest, emit: Callable[[RunEvent], None]
+        self, state: LiveSession, request: ModelRequest, emit: Callable[[RunEvent], None]
     ) -> list[dict[str, Any]]:
         """Before each request: memory flush and compaction when due, then pruning by size."""
         if not self.config.enable_context:
@@ -628,7 +544,7 @@ class Agent:
             return prune_messages(state.messages, context_window_tokens=window, config=pruning).messages
         return state.messages
 
-    async def _memory_flush(self, state: _SessionState, request: ModelRequest, estimate: int) -> None:
+    async def _memory_flush(self, state: LiveSession, request: ModelRequest, estimate: int) -> None:
         """One silent turn, before any summary, that lets the model save durable facts to memory."""
         from .context.compaction import is_silent_reply, make_flush_marker, memory_flush_prompt
 
@@ -636,7 +552,7 @@ class Agent:
         name = str(state.key)
         content = [{"type": "text", "text": memory_flush_prompt(self._now().date())}]
         await self._persist(state, MessageEntry(role="user", content=content, hidden=True))
-        self._append_user(state, content)
+        state.append_user(content)
         allowed = {"memory_write", "memory_search", "memory_get", "read", "write", "edit"}
         tools = {tool.name: tool for tool in self.tools if tool.name in allowed}
         flush_request = ModelRequest(
@@ -681,7 +597,7 @@ class Agent:
             log.info("memory flush on %s replied: %s", name, outcome.text[:200])
 
     async def _compact(
-        self, state: _SessionState, request: ModelRequest, emit: Callable[[RunEvent], None], *, reason: str
+        self, state: LiveSession, request: ModelRequest, emit: Callable[[RunEvent], None], *, reason: str
     ) -> bool:
         """Summarise the older part of the history; the transcript keeps every entry."""
         from .context.compaction import (
@@ -799,7 +715,7 @@ class Agent:
         async with self._lanes.lane(str(key)):
             state = await self._load_state(key)
             await self._persist(state, CustomEntry(custom_type="subagent_result", data=data, message=note))
-            self._append_user(state, [{"type": "text", "text": note}])
+            state.append_user([{"type": "text", "text": note}])
             await self._flush(state)
         if self._heartbeat is not None:
             self._heartbeat.request("exec")

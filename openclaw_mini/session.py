@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -31,12 +32,20 @@ from .transcript import (
     SessionHeader,
 )
 
-try:  # POSIX file locks; on other platforms appends fall back to a process-local lock.
+try:  # POSIX file locks; elsewhere appends are not locked across processes.
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LoadedSession", "SessionInfo", "SessionKey", "SessionKeyError", "SessionLanes", "SessionStore"]
+__all__ = [
+    "LiveSession",
+    "LoadedSession",
+    "SessionInfo",
+    "SessionKey",
+    "SessionKeyError",
+    "SessionLanes",
+    "SessionStore",
+]
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +340,100 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+@dataclass
+class LiveSession:
+    """A session held in memory between runs: its entries, the API history built from them once,
+    and an ordered background writer, so the loop never waits on the disk between steps."""
+
+    store: SessionStore
+    key: SessionKey
+    entries: list[AnyEntry]
+    messages: list[dict[str, Any]]
+    file_size: int = 0
+    """The transcript's size after our last write; another value on disk means another writer."""
+    last_context_tokens: int | None = None
+    """Tokens the API reported for the last request (and reply) ..."""
+    messages_at_usage: int = 0
+    """... and how many leading messages that report covered."""
+    flushed_this_cycle: bool = False
+    warnings: list[str] = field(default_factory=list)
+    _pending: list[AnyEntry] = field(default_factory=list)
+    _writer: asyncio.Task[None] | None = None
+    _write_error: BaseException | None = None
+    _sized: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    _sized_chars: int = 0
+
+    @property
+    def last_id(self) -> str | None:
+        return self.entries[-1].id if self.entries else None
+
+    def record(self, entry: AnyEntry) -> None:
+        """Add an entry now and queue it for the disk (a single writer keeps the order)."""
+        entry.parent_id = self.last_id
+        self.entries.append(entry)
+        self._pending.append(entry)
+        if isinstance(entry, MessageEntry) and entry.role == "assistant" and entry.usage:
+            usage = entry.usage
+            self.last_context_tokens = (
+                usage.get("input_tokens", 0)
+                + usage.get("cache_creation_input_tokens", 0)
+                + usage.get("cache_read_input_tokens", 0)
+                + usage.get("output_tokens", 0)
+            )
+            self.messages_at_usage = len(self.messages)  # the loop appends before it records
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                before, after = await self.store.append(self.key, batch)
+            except Exception as exc:  # raised by flush(), at the end of the run
+                self._write_error = exc
+                self._pending[:0] = batch
+                return
+            # Another process wrote in between: keep going, but reload on the next run.
+            self.file_size = after if before == self.file_size else -1
+
+    async def flush(self) -> None:
+        """Wait until every recorded entry is on disk (shielded: a cancelled run still flushes)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        if self._write_error is not None:
+            error, self._write_error = self._write_error, None
+            raise error
+
+    def append_user(self, content: list[dict[str, Any]]) -> None:
+        """Add a user message to the API history, merging into a trailing user message."""
+        if self.messages and self.messages[-1]["role"] == "user":
+            last = self.messages[-1]
+            self.messages[-1] = {"role": "user", "content": [*last["content"], *content]}
+        else:
+            self.messages.append({"role": "user", "content": content})
+
+    def history_chars(self) -> int:
+        """Weighted chars of `messages` as pruning counts them, measuring only what is new.
+
+        The loop only appends; a merge replaces the last message and compaction the whole list,
+        which the identity checks below notice (then everything is measured again, once).
+        """
+        from .context.tokens import MESSAGE_OVERHEAD_CHARS, content_chars
+
+        messages, sized = self.messages, self._sized
+        count = len(sized)
+        if count and (
+            count > len(messages) or sized[0][0] is not messages[0] or sized[-1][0] is not messages[count - 1]
+        ):
+            sized.clear()
+            self._sized_chars = count = 0
+        for message in messages[count:]:
+            chars = content_chars(message.get("content")) + MESSAGE_OVERHEAD_CHARS
+            sized.append((message, chars))
+            self._sized_chars += chars
+        return self._sized_chars
 
 
 class SessionLanes:
