@@ -652,4 +652,4 @@ async def test_real_time_interval_fires_about_once_per_interval(tmp_path: Path) 
     offsets = [t - start for t in ticks]
     # On the grid: the k-th tick lands near k * 200 ms, late by a little, never drifting further.
     for k, offset in enumerate(offsets, start=1):
-        assert k * 0.2 - 0.01 <= offset <= k * 0.2 + 0.08, offsets
+        assert k * 0.2 - 0.01 <= offset <= k * 0.2 + 0.12, offsets
