@@ -226,13 +226,15 @@ class Agent:
         valid: the next run on the session works).
         """
         result: RunResult | None = None
+        error: BaseException | None = None
         async for event in self.stream(session, text):
-            if event.type == "done":
+            if event.type == "error":
+                error = event.data.get("exception")
+            elif event.type == "done":
                 result = event.result
-        assert result is not None
-        error = result.__dict__.pop("_exception", None)
         if error is not None:
             raise error
+        assert result is not None
         return result
 
     async def stream(self, session: str | SessionKey, text: str) -> AsyncIterator[RunEvent]:
@@ -290,9 +292,8 @@ class Agent:
             )
             if not isinstance(exc, (ModelError, ConfigError)):
                 log.exception("run on %s failed", name)
-            emit(RunEvent("error", name, text=message))
+            emit(RunEvent("error", name, text=message, data={"exception": exc}))
             result = RunResult(text="", session_key=name, stop_reason="error", error=message)
-            result.__dict__["_exception"] = exc
         emit(RunEvent("done", name, result=result, stop_reason=result.stop_reason))
         put(_DONE)
         return result

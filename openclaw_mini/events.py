@@ -88,7 +88,7 @@ class RunEvent:
     - `subagent`: `tool` (a sub-agent's tool call) and `data` (`subagent` key, `label`, `event`:
       `tool_start`/`tool_end`, `parent_tool_use_id`)
     - `done`: `result`
-    - `error`: `text` (a readable message), then a `done` follows
+    - `error`: `text` (a readable message) and `data["exception"]`; a `done` follows
     """
 
     type: RunEventType
