@@ -38,7 +38,7 @@ SLASH_HELP = """\
 /skills          list skills and whether each is usable
 /memory QUERY    search memory
 /compact         summarise this session's older history now
-/heartbeat       heartbeat status
+/heartbeat       heartbeat status (/heartbeat TEXT asks the heartbeat skill)
 /exit            leave (Ctrl-D works too)
 Lines ending in \\ continue on the next line. Ctrl-C cancels a running reply."""
 
@@ -208,7 +208,9 @@ def _interactive_chat(runner: asyncio.Runner, agent: Agent, session: str) -> Non
             continue
         if not text.strip():
             continue
-        if text.startswith("/") and text.split()[0] in _COMMANDS:
+        # `/heartbeat` alone is the status; with more words it invokes the bundled heartbeat skill.
+        is_skill_call = text.split()[0] == "/heartbeat" and len(text.split()) > 1
+        if text.startswith("/") and text.split()[0] in _COMMANDS and not is_skill_call:
             try:
                 outcome = _COMMANDS[text.split()[0]](runner, agent, session, text, console)
             except KeyboardInterrupt:
