@@ -51,6 +51,10 @@ __all__ = ["Agent", "MissingAPIKeyError"]
 log = logging.getLogger(__name__)
 
 _DONE = object()
+_FLUSH_DONE_NOTE = (
+    "[Housekeeping done; the user saw none of it. Continue the conversation from where it was "
+    "before the housekeeping turn.]"
+)
 
 
 class MissingAPIKeyError(ConfigError):
@@ -223,7 +227,7 @@ class Agent:
         """Run one user message to completion and return the result.
 
         Raises `ModelError` when the model cannot be reached after retries (the transcript stays
-        valid: the next run on the session works).
+        valid: the next run on the session works), `ValueError` for a blank message.
         """
         result: RunResult | None = None
         error: BaseException | None = None
@@ -244,6 +248,8 @@ class Agent:
         """
         if self._closed:
             raise RuntimeError("This agent is closed.")
+        if not text.strip():  # it would be kept and resent, and the API refuses blank text
+            raise ValueError("The message is empty: there is nothing to send to the model.")
         key = self.session_key(session)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(self._run_in_lane(key, text, queue.put_nowait))
@@ -594,6 +600,15 @@ class Agent:
             session_key=name,
         )
         await self._persist(state, make_flush_marker(estimate))
+        if outcome.stop_reason == "aborted":
+            # The nested loop absorbed the cancellation to keep its history valid: pass it on,
+            # or an abort during the flush would be lost and the run would go on.
+            raise asyncio.CancelledError
+        # The history must not end with the flush reply: the run's next request would send it as
+        # a prefill to continue (refused outright with thinking on). Hand the turn back.
+        back = [{"type": "text", "text": _FLUSH_DONE_NOTE}]
+        await self._persist(state, MessageEntry(role="user", content=back, hidden=True))
+        state.append_user(back)
         if not is_silent_reply(outcome.text):
             log.info("memory flush on %s replied: %s", name, outcome.text[:200])
 

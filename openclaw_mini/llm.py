@@ -141,6 +141,7 @@ class Model(Protocol):
 _OVERFLOW_MARKERS = (
     "prompt is too long",
     "context window",
+    "exceed context limit",  # "input length and `max_tokens` exceed context limit: ..."
     "context length",
     "too many tokens",
     "maximum context",
@@ -251,6 +252,7 @@ class AnthropicModel:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         import anthropic
+        import httpx2
 
         params = self.params_for(request)
         try:
@@ -264,17 +266,27 @@ class AnthropicModel:
         except anthropic.APIStatusError as exc:
             message = _error_message(exc)
             error_cls = ContextOverflowError if is_context_overflow(message) else ModelError
-            if exc.status_code in (401, 403):
+            status = exc.status_code
+            if status < 400:  # an `error` event inside a 200 stream: its type tells the status
+                status = _STREAM_ERROR_STATUS.get(_error_type(exc), 500)
+            if status in (401, 403):
                 message += " Check your API key (ANTHROPIC_API_KEY)."
             raise error_cls(
-                f"Model API error {exc.status_code}: {message}",
-                status=exc.status_code,
-                retryable=exc.status_code in (408, 409, 429) or exc.status_code >= 500,
+                f"Model API error {status}: {message}",
+                status=status,
+                retryable=status in (408, 409, 429) or status >= 500,
             ) from exc
         except anthropic.APIConnectionError as exc:
             where = self._base_url or "the Anthropic API"
             raise ModelError(
                 f"Could not reach {where} ({exc}). Check ANTHROPIC_BASE_URL and your network connection.",
+                retryable=True,
+            ) from exc
+        except httpx2.TransportError as exc:  # raised while reading the stream: the SDK lets it through
+            where = self._base_url or "the Anthropic API"
+            raise ModelError(
+                f"The connection to {where} broke while the reply was streaming "
+                f"({type(exc).__name__}: {exc}).",
                 retryable=True,
             ) from exc
 
@@ -291,6 +303,24 @@ def _strip_cache_control(params: dict[str, Any]) -> None:
                         {k: v for k, v in b.items() if k != "cache_control"} for b in message["content"]
                     ]
                     break
+
+
+_STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def _error_type(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("type", "")) if isinstance(error, dict) else ""
 
 
 def _error_message(exc: Any) -> str:

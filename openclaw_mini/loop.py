@@ -22,7 +22,7 @@ from .events import RunEvent, ToolCallRecord
 from .llm import ContextOverflowError, Model, ModelRequest, ModelResponse, TextDelta, ThinkingDelta, Usage
 from .tools.base import Tool, ToolContext, ToolError, render_tool_output
 from .tools.policy import Sandbox, ToolPolicy, ToolRefused
-from .transcript import MessageEntry
+from .transcript import MessageEntry, sendable_blocks
 
 __all__ = ["Conversation", "LoopHooks", "LoopOutcome", "run_tool_loop"]
 
@@ -93,7 +93,9 @@ async def run_tool_loop(
                 stop_reason=response.stop_reason,
                 model=response.model or None,
             )
-            conversation.messages.append({"role": "assistant", "content": response.content})
+            sendable = sendable_blocks(response.content)
+            if sendable:  # an empty reply (it happens) would make the next request invalid
+                conversation.messages.append({"role": "assistant", "content": sendable})
             await hooks.persist(assistant)
             if response.text:
                 outcome.text = response.text

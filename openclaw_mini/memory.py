@@ -593,7 +593,10 @@ class MemoryStore:
             raise MemoryPathError(
                 f"'{shown}' is not a memory file; only MEMORY.md, memory.md and memory/**/*.md are allowed"
             )
-        resolved = lexical.resolve()
+        try:
+            resolved = lexical.resolve()
+        except RuntimeError:  # pathlib's report of a symlink loop (ELOOP)
+            raise MemoryPathError(f"'{shown}' is a symlink loop; refused") from None
         try:
             real_rel = resolved.relative_to(self.workspace).as_posix()
         except ValueError:

@@ -77,6 +77,8 @@ class SessionKey:
         raw = str(value)
         if any(unicodedata.category(ch).startswith("C") for ch in raw):
             raise SessionKeyError(f"Session id {raw!r} contains control characters.")
+        if not raw.isascii():  # lower() maps U+212A KELVIN SIGN to "k": "\u212aate" would open "kate"
+            raise SessionKeyError(f"Session id {raw!r} must be ASCII (letters, digits and . _ - @ +).")
         if "/" in raw or "\\" in raw:
             raise SessionKeyError(f"Session id {raw!r} must not contain path separators.")
         text = raw.strip().lower()

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -302,14 +303,16 @@ def parse_skill_file(
 
 def _parse_path(path: Path, source: SkillSource, max_bytes: int) -> _Parsed:
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            return _fail(
-                path,
-                None,
-                f"SKILL.md is {_human_size(size)}, over the {_human_size(max_bytes)} limit; skipped",
-            )
-        with path.open("rb") as handle:
+        # O_NONBLOCK + fstat: a FIFO named SKILL.md would otherwise block open() forever, and with
+        # it every run (load() holds the loader's lock).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return _fail(path, None, "SKILL.md is not a regular file (a pipe or device?); skipped")
+            if info.st_size > max_bytes:
+                size, limit = _human_size(info.st_size), _human_size(max_bytes)
+                return _fail(path, None, f"SKILL.md is {size}, over the {limit} limit; skipped")
             raw = handle.read(max_bytes + 1)
     except OSError as exc:
         return _fail(path, None, f"cannot read SKILL.md: {exc.strerror or exc}")

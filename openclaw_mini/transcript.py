@@ -22,6 +22,7 @@ __all__ = [
     "build_messages",
     "new_entry_id",
     "now_iso",
+    "sendable_blocks",
     "text_of",
 ]
 
@@ -77,7 +78,8 @@ class CompactionEntry(_EntryBase):
 
     type: Literal["compaction"] = "compaction"
     summary: str
-    first_kept_id: str | None
+    first_kept_id: str | None = None
+    """None: nothing before the compaction is kept."""
     tokens_before: int = 0
     tokens_after: int = 0
 
@@ -102,6 +104,18 @@ def text_of(content: list[dict[str, Any]] | str) -> str:
     if isinstance(content, str):
         return content
     return "".join(block.get("text", "") for block in content if block.get("type") == "text")
+
+
+def sendable_blocks(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Assistant content as it may go back to the API, which refuses blank text blocks (and a
+    message left with no block at all) though a reply can contain them; the transcript keeps
+    the reply verbatim."""
+    return [
+        block
+        for block in content
+        if not (block.get("type") == "text" and not str(block.get("text", "")).strip())
+        and (block.get("type") != "tool_use" or block.get("id"))
+    ]
 
 
 def _user(content: list[dict[str, Any]]) -> dict[str, Any]:
@@ -175,7 +189,7 @@ def build_messages(entries: list[MessageEntry | CompactionEntry | CustomEntry]) 
                 close_pending()
                 # Thinking blocks are only valid in the latest assistant turn's position,
                 # but the API accepts them verbatim in history: keep them as returned.
-                blocks = [b for b in entry.content if b.get("type") != "tool_use" or b.get("id")]
+                blocks = sendable_blocks(entry.content)
                 for block in blocks:
                     if block.get("type") == "tool_use":
                         pending_tool_ids.append(block["id"])

@@ -8,6 +8,7 @@ The functions are synchronous: `Tool.invoke` runs them in a worker thread, off t
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import logging
 import os
@@ -25,12 +26,14 @@ from .policy import ToolRefused
 __all__ = [
     "BINARY_SNIFF_BYTES",
     "FILE_TOOLS",
+    "GREP_LINE_BYTES",
     "GREP_MAX_MATCHES",
     "GREP_SKIP_DIRS",
     "LARGE_FILE_BYTES",
     "LS_MAX_ENTRIES",
     "MAX_LINE_CHARS",
     "MAX_OUTPUT_CHARS",
+    "READ_LINE_BYTES",
     "edit",
     "grep",
     "ls",
@@ -45,6 +48,10 @@ BINARY_SNIFF_BYTES = 8 * 1024
 LARGE_FILE_BYTES = 10 * 1024 * 1024
 """Above this size `read` stops after the requested window instead of counting the remaining lines."""
 MAX_LINE_CHARS = 2_000
+READ_LINE_BYTES = 64 * 1024
+"""`read` holds at most this much of one line; the rest of a longer line is skipped, never loaded."""
+GREP_LINE_BYTES = 1024 * 1024
+"""Streamed `grep` searches at most this much of one line, so a huge one-line file stays cheap."""
 MAX_OUTPUT_CHARS = 50_000
 LS_MAX_ENTRIES = 1_000
 GREP_MAX_MATCHES = 200
@@ -107,18 +114,23 @@ def read(path: str, ctx: ToolContext, offset: int = 1, limit: int = 2000) -> str
     remaining: int | None = 0
     number = 0
     with resolved.open("rb") as handle:
-        for raw in handle:
+        for raw, length in _bounded_lines(handle, READ_LINE_BYTES):
             number += 1
             if number < offset:
                 continue
             if number >= offset + limit:
                 remaining = _remaining_lines(handle, raw, size)
                 break
-            text, bad = _decode_line(raw)
-            invalid_utf8 = invalid_utf8 or bad
-            if len(text) > MAX_LINE_CHARS:
-                text = f"{text[:MAX_LINE_CHARS]}… [line cut: {len(text):,} chars in all]"
+            if length > len(raw):  # only the head of a huge line was loaded
+                text, bad = _decode_head(raw)
+                text = f"{text[:MAX_LINE_CHARS]}… [line cut: {length:,} bytes in all]"
                 truncated_lines += 1
+            else:
+                text, bad = _decode_line(raw)
+                if len(text) > MAX_LINE_CHARS:
+                    text = f"{text[:MAX_LINE_CHARS]}… [line cut: {len(text):,} chars in all]"
+                    truncated_lines += 1
+            invalid_utf8 = invalid_utf8 or bad
             entry = f"{number:>6}\t{text}"
             if out and used + len(entry) + 1 > MAX_OUTPUT_CHARS:
                 capped = True
@@ -150,6 +162,32 @@ def read(path: str, ctx: ToolContext, offset: int = 1, limit: int = 2000) -> str
     else:
         notes.append("(end of file)")
     return "\n".join([*out, *notes])
+
+
+def _bounded_lines(handle: BinaryIO, cap: int) -> Iterator[tuple[bytes, int]]:
+    """Each line (ending included) cut to `cap` bytes, with its full length in bytes (ending excluded
+    for a cut line, the number `read` shows).
+
+    `for raw in handle` would load a whole line, so one multi-GB line (a minified bundle, a data
+    dump) would be pulled into memory at once; the rest of a long line is read in pieces and dropped.
+    """
+    while raw := handle.readline(cap):
+        length = len(raw)
+        if length == cap and not raw.endswith(b"\n"):
+            while rest := handle.readline(cap):
+                length += len(rest)
+                if rest.endswith(b"\n"):
+                    length -= 2 if rest.endswith(b"\r\n") else 1
+                    break
+        yield raw, length
+
+
+def _decode_head(raw: bytes) -> tuple[str, bool]:
+    """Decode the head of a cut line; a character split by the cut is dropped, not flagged as bad."""
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(raw, final=False), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), True
 
 
 def _decode_line(raw: bytes) -> tuple[str, bool]:
@@ -354,7 +392,10 @@ def _describe_entry(entry: os.DirEntry[str]) -> str:
             target = os.readlink(entry.path)
         except OSError:
             target = "?"
-        suffix = "/" if entry.is_dir(follow_symlinks=True) else ""
+        try:
+            suffix = "/" if entry.is_dir(follow_symlinks=True) else ""
+        except OSError:  # a symlink loop (ELOOP) must not break the whole listing
+            suffix = ""
         broken = "" if os.path.exists(entry.path) else " (broken)"
         return f"{entry.name}{suffix} -> {target}{broken}"
     if entry.is_dir(follow_symlinks=False):
@@ -423,7 +464,7 @@ def _text_lines(handle: BinaryIO, size: int) -> Iterator[str] | None:
         return None
     if size > GREP_SLURP_BYTES:
         handle.seek(0)
-        return (_decode_line(raw)[0] for raw in handle)
+        return (_decode_line(raw)[0] for raw, _length in _bounded_lines(handle, GREP_LINE_BYTES))
     text = (head + handle.read()).decode("utf-8", errors="replace")
     if "\r" in text:
         text = text.replace("\r\n", "\n")

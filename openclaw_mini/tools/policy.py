@@ -28,6 +28,10 @@ TOOL_GROUPS: dict[str, tuple[str, ...]] = {
 
 WRITE_TOOLS = frozenset({"write", "edit", "memory_write"})
 EXEC_TOOLS = frozenset({"exec"})
+PROTECTED_WRITE_DIRS = frozenset({".git", ".openclaw-mini"})
+"""Folders file tools may read but never write: the runtime's own state (transcripts, namespace
+token hashes, indexes) and git's (a hook or `core.fsmonitor` written there runs on the user's next
+git command, which would get round `allow_exec=False`). Matched at any depth, case-insensitively."""
 
 
 class ToolRefused(Exception):
@@ -43,13 +47,15 @@ class ToolPolicy(BaseModel):
     deny: list[str] = Field(default_factory=list)
 
     def _matches(self, entries: Iterable[str], tool: Tool) -> bool:
+        # Both sides lower-cased: a deny entry must not fail open for a tool named "DeleteRepo".
+        name, tool_group = tool.name.lower(), tool.group.lower()
         for entry in entries:
             entry = entry.strip().lower()
-            if entry in ("*", tool.name):
+            if entry in ("*", name):
                 return True
             if entry.startswith("group:"):
                 group = entry.removeprefix("group:")
-                if tool.group == group or tool.name in TOOL_GROUPS.get(group, ()):
+                if tool_group == group or name in TOOL_GROUPS.get(group, ()):
                     return True
         return False
 
@@ -118,22 +124,31 @@ class Sandbox:
         """Resolve a model-given path against the workspace and confine it.
 
         Relative paths are taken from the workspace, never from the process's current directory.
-        Symlinks are resolved before the check, so a link pointing outside is refused too.
+        Symlinks are resolved before the check, so a link pointing outside is refused too. Writes
+        into `PROTECTED_WRITE_DIRS` are refused.
         """
         raw = os.fspath(path)
         if not raw or "\x00" in raw:
             raise ToolRefused("Path is empty or contains a NUL byte.")
+        shown = raw if len(raw) < 200 else raw[:200] + "..."
         candidate = Path(os.path.expanduser(raw)) if raw.startswith("~") else Path(raw)
         if not candidate.is_absolute():
             candidate = self.workspace / candidate
-        resolved = candidate.resolve()
+        try:
+            resolved = candidate.resolve()
+        except RuntimeError:  # pathlib's report of a symlink loop (ELOOP)
+            raise ToolRefused(f"Path '{shown}' is a symlink loop; it cannot be opened.") from None
         if not self.config.enabled:
             return resolved
         if _inside(resolved, self.workspace):
+            if write and _protected(resolved.relative_to(self.workspace)):
+                raise ToolRefused(
+                    f"Path '{shown}' is inside {' or '.join(sorted(PROTECTED_WRITE_DIRS))} (runtime state or "
+                    "git internals); file tools may read there but not write."
+                )
             return resolved
         if not write and any(_inside(resolved, root) for root in self.read_roots):
             return resolved
-        shown = raw if len(raw) < 200 else raw[:200] + "..."
         reason = (
             "resolves (through a symlink) to" if candidate.is_symlink() or _has_symlink(candidate) else "is"
         )
@@ -151,6 +166,10 @@ class Sandbox:
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
+
+
+def _protected(relative: Path) -> bool:
+    return any(part.lower() in PROTECTED_WRITE_DIRS for part in relative.parts)
 
 
 def _has_symlink(path: Path) -> bool:
