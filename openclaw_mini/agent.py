@@ -28,7 +28,7 @@ from .config import (
 )
 from .events import RunEvent, RunResult
 from .llm import AnthropicModel, Model, ModelError, ModelRequest
-from .loop import LoopHooks, run_tool_loop
+from .loop import LoopHooks, LoopOutcome, run_tool_loop
 from .session import LiveSession, LoadedSession, SessionKey, SessionLanes, SessionStore
 from .tools.base import Tool, ToolContext, ToolRegistry
 from .tools.policy import Sandbox, SandboxConfig, ToolPolicy
@@ -582,23 +582,27 @@ class Agent:
         async def no_overflow(conv: Any) -> bool:
             return False
 
-        outcome = await run_tool_loop(
-            model=self.model,
-            conversation=state,
-            base_request=flush_request,
-            tools=tools,
-            policy=self.config.tool_policy,
-            sandbox=self._sandbox,
-            hooks=LoopHooks(
-                emit=lambda event: None,
-                persist=persist_hidden,
-                prepare=unchanged,
-                on_overflow=no_overflow,
-                tool_context=self._tool_context(name),
-            ),
-            max_turns=4,
-            session_key=name,
-        )
+        try:
+            outcome = await run_tool_loop(
+                model=self.model,
+                conversation=state,
+                base_request=flush_request,
+                tools=tools,
+                policy=self.config.tool_policy,
+                sandbox=self._sandbox,
+                hooks=LoopHooks(
+                    emit=lambda event: None,
+                    persist=persist_hidden,
+                    prepare=unchanged,
+                    on_overflow=no_overflow,
+                    tool_context=self._tool_context(name),
+                ),
+                max_turns=4,
+                session_key=name,
+            )
+        except ModelError as exc:  # best effort: the user's turn goes on without the flush
+            log.warning("memory flush on %s failed: %s", name, exc)
+            outcome = LoopOutcome(stop_reason="error")
         await self._persist(state, make_flush_marker(estimate))
         if outcome.stop_reason == "aborted":
             # The nested loop absorbed the cancellation to keep its history valid: pass it on,

@@ -94,7 +94,13 @@ async def run_tool_loop(
                 model=response.model or None,
             )
             sendable = sendable_blocks(response.content)
-            if sendable:  # an empty reply (it happens) would make the next request invalid
+            previous = conversation.messages[-1] if conversation.messages else None
+            if not sendable:  # an empty reply (it happens) would make the next request invalid
+                pass
+            elif previous is not None and previous["role"] == "assistant":  # continuing a paused turn
+                merged = [*previous["content"], *sendable]
+                conversation.messages[-1] = {"role": "assistant", "content": merged}
+            else:
                 conversation.messages.append({"role": "assistant", "content": sendable})
             await hooks.persist(assistant)
             if response.text:

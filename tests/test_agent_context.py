@@ -194,3 +194,24 @@ async def test_manual_compact(make_agent, fake_server: FakeAnthropicServer) -> N
     fake_server.queue(text_reply("ok"))
     await agent.run("s", "next")
     assert "manual summary" in fake_server.requests[-1].messages[0]["content"][0]["text"]
+
+
+async def test_a_failing_memory_flush_does_not_fail_the_users_turn(
+    make_agent, fake_server: FakeAnthropicServer, workspace: Path
+) -> None:
+    from openclaw_mini.testing import error_reply
+
+    def handler(request: RecordedRequest):
+        if _is_summary(request):
+            return text_reply("## Goal\nsummary")
+        if "grep" not in {tool["name"] for tool in request.tools}:  # the flush offers memory/file tools only
+            return error_reply(400, "flush request rejected")
+        return text_reply("ok " * 100)
+
+    fake_server.handler = handler
+    agent = make_agent(context_window_tokens=6_000, max_tokens=1_000, enable_memory=True)
+    for turn in range(25):
+        result = await agent.run("s", f"turn {turn} " + "text " * 100)
+        assert result.stop_reason == "end_turn"
+    flushes = [r for r in fake_server.requests if "grep" not in {t["name"] for t in r.tools}]
+    assert len(flushes) >= 1  # it was tried, failed, and the turns went on

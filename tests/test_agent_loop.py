@@ -414,3 +414,30 @@ async def test_a_memory_written_by_one_agent_is_found_by_a_new_agent(
     hits = json.loads(result.tool_calls[0].output)
     assert "Thursday 14:00 UTC" in json.dumps(hits)
     assert "memory_search" in fake_server.requests[-1].system  # recall guidance + tool listed
+
+
+async def test_pause_turn_continues_one_assistant_message_live_and_after_reload(
+    make_agent, fake_server: FakeAnthropicServer
+) -> None:
+    from openclaw_mini.testing import FakeReply
+
+    fake_server.queue(
+        FakeReply(content=[{"type": "text", "text": "Searching the web..."}], stop_reason="pause_turn"),
+        text_reply("Found it."),
+        text_reply("ok"),
+        text_reply("ok again"),
+    )
+    agent = make_agent()
+    result = await agent.run("s", "look it up")
+    assert result.text == "Found it." and result.turns == 2
+    continued = fake_server.requests[1].messages
+    assert continued[-1]["role"] == "assistant"  # the paused turn is sent back to continue
+    await agent.run("s", "thanks")
+    await make_agent().run("s", "and again")
+    live, reloaded = fake_server.requests[2].messages, fake_server.requests[3].messages
+    _assert_alternating(live)
+    assert [b["text"] for b in live[1]["content"]] == ["Searching the web...", "Found it."]
+    assert reloaded[:3] == [
+        {**m, "content": [{k: v for k, v in b.items() if k != "cache_control"} for b in m["content"]]}
+        for m in live[:3]
+    ]
