@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -361,6 +362,21 @@ class EmbeddedWorldState(WorldState):
         if self._conn is not None:
             return self._conn
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Two processes opening a brand-new database race to switch it to WAL; SQLite answers the
+        # loser "database is locked" at once (the busy handler does not cover that switch).
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                self._conn = self._open()
+                return self._conn
+            except StateError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
@@ -389,7 +405,6 @@ class EmbeddedWorldState(WorldState):
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
         return conn
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
