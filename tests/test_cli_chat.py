@@ -67,7 +67,8 @@ def test_chat_in_a_real_terminal(fake_server: FakeAnthropicServer, workspace: Pa
         child.expect("you ›")
         child.sendline("/help")
         child.expect("/compact")
-        child.sendline("are you there?")
+        child.sendline("are you \\")  # a trailing backslash continues the message
+        child.sendline("there?")
         child.expect("Still here")
         child.expect("you ›")
         child.sendline("/exit")
@@ -76,6 +77,8 @@ def test_chat_in_a_real_terminal(fake_server: FakeAnthropicServer, workspace: Pa
         child.close(force=True)
     assert child.exitstatus == 0
     # The cancelled turn left a valid transcript: the last request alternates roles.
+    last_user = fake_server.requests[-1].messages[-1]["content"]
+    assert any(block.get("text") == "are you \nthere?" for block in last_user)
     roles = [m["role"] for m in fake_server.requests[-1].messages]
     assert roles[0] == "user" and all(a != b for a, b in itertools.pairwise(roles))
 
