@@ -40,6 +40,7 @@ def test_chat_in_a_real_terminal(fake_server: FakeAnthropicServer, workspace: Pa
         tool_reply(("ls", {})),
         text_reply("I see notes.txt."),
         text_reply("Once upon a time " + "there was a very long story. " * 60, chunk_delay=0.03),
+        text_reply("Pasted fine."),
         text_reply("Still here."),
     )
     child = pexpect.spawn(
@@ -67,6 +68,9 @@ def test_chat_in_a_real_terminal(fake_server: FakeAnthropicServer, workspace: Pa
         child.expect("you ›")
         child.sendline("/help")
         child.expect("/compact")
+        child.send("\x1b[200~pasted line one\npasted line two\x1b[201~\r")  # a bracketed paste
+        child.expect("Pasted fine")
+        child.expect("you ›")
         child.sendline("are you \\")  # a trailing backslash continues the message
         child.sendline("there?")
         child.expect("Still here")
@@ -77,6 +81,8 @@ def test_chat_in_a_real_terminal(fake_server: FakeAnthropicServer, workspace: Pa
         child.close(force=True)
     assert child.exitstatus == 0
     # The cancelled turn left a valid transcript: the last request alternates roles.
+    pasted = fake_server.requests[-2].messages[-1]["content"]
+    assert any(block.get("text") == "pasted line one\npasted line two" for block in pasted)
     last_user = fake_server.requests[-1].messages[-1]["content"]
     assert any(block.get("text") == "are you \nthere?" for block in last_user)
     roles = [m["role"] for m in fake_server.requests[-1].messages]
