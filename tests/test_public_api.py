@@ -87,3 +87,29 @@ async def test_readme_offline_example_runs(tmp_path: Path) -> None:
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     test = next(v for k, v in namespace.items() if k.startswith("test_"))
     await test(tmp_path)  # type: ignore[operator]
+
+
+def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
+    """The Python quickstart, unchanged, against the fake server (a real key works the same)."""
+    import os
+
+    from openclaw_mini.testing import FakeAnthropicServer, text_reply, tool_reply
+
+    block = next(b for b in _python_blocks((ROOT / "README.md").read_text()) if "def word_count" in b)
+    script = tmp_path / "quickstart.py"
+    script.write_text(block)
+    with FakeAnthropicServer() as server:
+        server.queue(
+            tool_reply(("word_count", {"text": "the quick brown fox"})),
+            text_reply("Four words."),
+            text_reply("Here are the files."),
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        env.update(ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=server.url)
+        done = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 0, done.stderr
+    assert "Four words." in done.stdout and "Here are the files." in done.stdout
+    assert "word_count" in done.stdout  # the tool calls are printed
+    assert (tmp_path / ".openclaw-mini" / "sessions" / "main" / "session-1.jsonl").exists()
