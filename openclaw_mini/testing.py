@@ -75,6 +75,7 @@ __all__ = [
     "FakeReply",
     "RecordedRequest",
     "ScriptedModel",
+    "demo_reply",
     "error_reply",
     "text_reply",
     "thinking_reply",
@@ -770,3 +771,44 @@ def _model_events(reply: FakeReply) -> Iterator[TextDelta | ThinkingDelta | Tool
                 yield ThinkingDelta(piece)
         elif kind == "tool_use":
             yield ToolUseStart(id=block["id"], name=block["name"])
+
+
+def demo_reply(request: RecordedRequest) -> FakeReply:
+    """A stand-in model for trying the CLI without a key: it lists the workspace once, then
+    answers by echoing the user's last words."""
+    last = request.messages[-1] if request.messages else {"content": []}
+    content = last.get("content")
+    blocks = content if isinstance(content, list) else [{"type": "text", "text": str(content or "")}]
+    if any(block.get("type") == "tool_result" for block in blocks):
+        return text_reply(
+            "That was the `ls` tool. I am the offline demo model: set ANTHROPIC_API_KEY for a real one."
+        )
+    words = " ".join(block.get("text", "") for block in blocks if block.get("type") == "text").strip()
+    if "ls" in {tool.get("name") for tool in request.tools} and len(request.messages) == 1:
+        return tool_reply(("ls", {}), text="Let me look at the workspace first.")
+    return text_reply(f"You said: **{words[-200:]}**")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m openclaw_mini.testing [--port N]`: serve the demo model until Ctrl-C."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="A fake Anthropic Messages API for offline tries.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (0 picks a free one)")
+    options = parser.parse_args(argv)
+    server = FakeAnthropicServer(host=options.host, port=options.port)
+    server.handler = demo_reply
+    with server:
+        print(f"Fake Messages API on {server.url}. In another terminal:", flush=True)
+        print(f"  ANTHROPIC_BASE_URL={server.url} ANTHROPIC_API_KEY=demo openclaw-mini chat", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -170,3 +170,31 @@ def test_sessions_commands(
     assert runner.invoke(app, ["sessions", "rm", "demo", "-w", str(workspace)]).exit_code == 0
     missing = runner.invoke(app, ["sessions", "show", "demo", "-w", str(workspace)])
     assert missing.exit_code == 2 and "No session" in missing.output
+
+
+def test_the_offline_demo_server_answers_the_cli(workspace: Path, tmp_path: Path) -> None:
+    """`python -m openclaw_mini.testing` lets a newcomer try the CLI without a key."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "openclaw_mini.testing", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split(" on ")[1].split(". ")[0]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        env.update(ANTHROPIC_API_KEY="demo", ANTHROPIC_BASE_URL=url, OPENCLAW_MINI_HOME=str(tmp_path))
+        command = [sys.executable, "-m", "openclaw_mini.cli.main", "run", "-w", str(workspace), "--json"]
+        first = subprocess.run([*command, "hello there"], env=env, capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        data = json.loads(first.stdout)
+        assert [call["name"] for call in data["tool_calls"]] == ["ls"]
+        assert "offline demo model" in data["text"]
+        second = subprocess.run(
+            [*command, "how are you"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert json.loads(second.stdout)["text"] == "You said: **how are you**"
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
