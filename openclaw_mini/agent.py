@@ -326,7 +326,7 @@ class Agent:
         await self._persist(state, MessageEntry(role="user", content=user_content))
         state.append_user(user_content)
 
-        request = self._base_request(key, skills, emit)
+        request = await self._base_request(key, skills, emit)
         hooks = LoopHooks(
             emit=emit,
             persist=lambda entry: self._persist(state, entry),
@@ -398,10 +398,10 @@ class Agent:
             emit(RunEvent("warning", session_key, text=f"Skills could not be loaded: {exc}"))
             return None
 
-    def _base_request(
+    async def _base_request(
         self, key: SessionKey, skills: SkillSnapshot | None, emit: Callable[[RunEvent], None]
     ) -> ModelRequest:
-        stable, dynamic = self._system_prompt(key, skills, emit)
+        stable, dynamic = await self._system_prompt(key, skills, emit)
         return ModelRequest(
             model=self.config.model,
             messages=[],
@@ -412,7 +412,7 @@ class Agent:
             thinking_budget_tokens=self.config.thinking_budget_tokens,
         )
 
-    def _system_prompt(
+    async def _system_prompt(
         self, key: SessionKey, skills: SkillSnapshot | None, emit: Callable[[RunEvent], None]
     ) -> tuple[str, str]:
         from .context.bootstrap import BootstrapLoader
@@ -423,7 +423,7 @@ class Agent:
         if self.config.enable_context:
             if self._bootstrap_loader is None:
                 self._bootstrap_loader = BootstrapLoader(self.workspace, self.config.bootstrap)
-            bootstrap = self._bootstrap_loader.load(subagent=key.is_subagent)
+            bootstrap = await self._bootstrap_loader.aload(subagent=key.is_subagent)
             for warning in bootstrap.warnings:
                 emit(RunEvent("warning", name, text=warning))
         skills_block = ""
@@ -673,7 +673,7 @@ class Agent:
         events: list[RunEvent] = []
         async with self._lanes.lane(str(key)):
             state = await self._load_state(key)
-            request = self._base_request(
+            request = await self._base_request(
                 key, await self._skills_snapshot(str(key), events.append), events.append
             )
             try:
