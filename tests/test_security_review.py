@@ -224,3 +224,24 @@ def test_session_ids_with_unicode_look_alikes_are_refused() -> None:
         with pytest.raises(SessionKeyError, match="ASCII"):
             SessionKey.parse(value)
     assert str(SessionKey.parse("Kate")) == "agent:main:kate"
+
+
+async def test_a_secret_cut_in_two_by_the_output_cap_is_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openclaw_mini.tools.shell import SHELL_TOOLS
+
+    secret = "Zq81-secret-Value-4471"
+    monkeypatch.setenv("DEMO_SERVICE_API_KEY", secret)
+    context = ToolContext(
+        workspace=tmp_path,
+        session_key="agent:main:t",
+        agent_id="main",
+        sandbox=Sandbox(tmp_path, SandboxConfig(allow_exec=True)),
+    )
+    # 5,000 copies back to back: whatever the cap keeps, its cuts land inside a copy.
+    command = f"python3 -c \"print('{secret}' * 5000)\""
+    out = await SHELL_TOOLS[0].invoke({"command": command}, context)
+    assert "bytes cut from the middle" in out
+    for start in range(len(secret) - 6):
+        assert secret[start : start + 7] not in out, secret[start : start + 7]

@@ -330,10 +330,21 @@ def _group_has_live_members(pgid: int) -> bool:
 
 
 def _redact(text: str, values: list[str]) -> str:
+    """Replace secret values, including a part of one cut in two by the output cap's marker."""
     for value in values:
         if value in text:
             text = text.replace(value, "[redacted]")
+        if "\n[... " not in text:
+            continue
+        for size in range(len(value) - 1, _MIN_SECRET_PART - 1, -1):
+            head_part, tail_part = value[:size], value[-size:]
+            text = text.replace(head_part + "\n[... ", "[redacted]\n[... ")
+            text = text.replace(" ...]\n" + tail_part, " ...]\n[redacted]")
     return text
+
+
+_MIN_SECRET_PART = 6
+"""A secret's piece at least this long at a cut is redacted too (shorter ones identify nothing)."""
 
 
 async def run_command(
