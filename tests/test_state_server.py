@@ -382,3 +382,24 @@ async def test_skill_script_talks_to_the_server(
     code, deleted, _ = await run_script(open_url, "delete", "--prefix", "lab/")
     assert code == 0 and deleted["deleted"] == 2
     assert await store.list() == []
+
+
+async def test_websocket_subscriptions_per_connection_are_bounded(open_url: str) -> None:
+    from openclaw_mini.state.server import MAX_PATTERN_CHARS, MAX_PATTERNS_PER_CONNECTION
+
+    ws_url = open_url.replace("http://", "ws://") + "/api/ws"
+    async with connect(ws_url) as ws:
+        for index in range(MAX_PATTERNS_PER_CONNECTION):
+            await ws.send(json.dumps({"type": "subscribe", "entity_id": f"ns/e{index}"}))
+        for _ in range(MAX_PATTERNS_PER_CONNECTION):
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+        await ws.send(json.dumps({"type": "subscribe", "entity_id": "ns/one-too-many"}))
+        assert json.loads(await ws.recv())["type"] == "error"
+        await ws.send(json.dumps({"type": "subscribe", "entity_id": "ns/e0"}))  # already there: fine
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        await ws.send(json.dumps({"type": "unsubscribe", "entity_id": "ns/e1"}))
+        assert json.loads(await ws.recv())["type"] == "unsubscribed"
+        await ws.send(json.dumps({"type": "subscribe", "entity_id": "x" * (MAX_PATTERN_CHARS + 1)}))
+        assert json.loads(await ws.recv())["type"] == "error"
+        await ws.send(json.dumps({"type": "subscribe", "entity_id": "ns/now-there-is-room"}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"

@@ -378,8 +378,23 @@ class _Api:
                 if not isinstance(message, dict) or not isinstance(message.get("entity_id"), str):
                     continue
                 if message.get("type") == "subscribe":
-                    patterns.add(message["entity_id"])
-                    await send({"type": "subscribed", "entity_id": message["entity_id"]})
+                    pattern = message["entity_id"]
+                    if len(pattern) > MAX_PATTERN_CHARS or (
+                        pattern not in patterns and len(patterns) >= MAX_PATTERNS_PER_CONNECTION
+                    ):
+                        # Every update is matched against every pattern: bound the work a client
+                        # can ask for.
+                        await send(
+                            {
+                                "type": "error",
+                                "entity_id": pattern[:MAX_PATTERN_CHARS],
+                                "error": f"at most {MAX_PATTERNS_PER_CONNECTION} subscriptions of "
+                                f"at most {MAX_PATTERN_CHARS} characters per connection",
+                            }
+                        )
+                        continue
+                    patterns.add(pattern)
+                    await send({"type": "subscribed", "entity_id": pattern})
                 elif message.get("type") == "unsubscribe":
                     patterns.discard(message["entity_id"])
                     await send({"type": "unsubscribed", "entity_id": message["entity_id"]})
@@ -390,6 +405,10 @@ class _Api:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             await subscription.aclose()
+
+
+MAX_PATTERNS_PER_CONNECTION = 1_000
+MAX_PATTERN_CHARS = 1_024
 
 
 def _messages(update: StateUpdate) -> builtins.list[dict[str, Any]]:
