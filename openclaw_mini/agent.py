@@ -864,9 +864,6 @@ class Agent:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def new_session_id(self) -> str:
-        return uuid.uuid4().hex[:12]
-
 
 def _file_size(path: Path) -> int:
     try:

@@ -219,9 +219,6 @@ class ToolRegistry:
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 
-    def names(self) -> list[str]:
-        return list(self._tools)
-
     def __iter__(self) -> Iterator[Tool]:
         return iter(self._tools.values())
 
