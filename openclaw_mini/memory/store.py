@@ -1,38 +1,4 @@
-"""Workspace memory: markdown files a person can read and edit, and a fast index to search them.
-
-Layout: `MEMORY.md` (or `memory.md`) holds curated long-term facts; `memory/YYYY-MM-DD.md` holds
-daily notes; any other `memory/**/*.md` is indexed too. The files are the truth: the index under
-`<workspace>/.openclaw-mini/memory.sqlite` is a cache that is brought in step with them before
-every search (stat first, then a hash for files whose mtime or size moved) and rebuilt
-transparently when it is missing, unreadable or from another format version.
-
-`MemoryStore` is synchronous on purpose: sqlite3 and file appends are blocking calls, and one
-sync API serves the CLI, scripts and tests without an event loop. Async callers (the memory tools)
-run its methods through `asyncio.to_thread`; a lock makes one store safe to share between threads,
-and SQLite's WAL mode makes several processes on one workspace safe.
-
-Tokenisation (why CJK bigrams and not the FTS5 `trigram` tokenizer): text is pre-tokenised in
-Python, CJK runs become overlapping bigrams plus the run's last character (so a one-character
-query can still be answered by a prefix query), and other words pass through; the result goes into
-one FTS5 table with `porter unicode61` (case folding, diacritics, English stems). Measured on the
-benchmark corpus (50,000 lines in 200 files, a quarter of the lines Chinese) against a `unicode61`
-table plus a `trigram` table over the same chunks: build times were alike (~1.7 s), raw FTS
-queries were both well under a millisecond at p50, and the bigram index was half the size (16 MB
-vs 33 MB). The deciding difference: a trigram cannot match a query shorter than three characters,
-and most Chinese words are two characters long ("数据", "决定"); all 40 Chinese queries of the
-benchmark (each with a two-character word) found nothing in the trigram table, while the bigram
-index answers them, and one-character queries too.
-
-Score, in 0..1 (see `MemoryConfig` for the weights):
-  relevance = keyword, or 0.7 * cosine + 0.3 * keyword when an `Embedder` is configured
-  keyword   = coverage * (0.6 + 0.4 * bm25 / best_bm25_of_the_query)
-  score     = 0.75 * relevance + 0.15 * recency + 0.10 * tag_match
-FTS5's BM25 has no fixed scale (its IDF is floored at ~0 when a term occurs in half of a small
-corpus), so it is normalised against the best hit of the same query, and `coverage` (the share of
-query terms a chunk contains: 1 for the AND query, less in the per-term fallback) keeps a partial
-match below a full one. Recency halves every 30 days from the date in the file name; MEMORY.md and
-undated files never decay; on equal scores the newer file comes first.
-"""
+"""`MemoryStore`: the markdown files, their SQLite FTS5 index, search, get and write."""
 
 from __future__ import annotations
 
@@ -40,83 +6,64 @@ import contextlib
 import hashlib
 import heapq
 import logging
-import math
 import operator
 import os
-import re
 import sqlite3
 import threading
 import time
-import unicodedata
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 try:  # POSIX; on other systems appends are serialised per process only.
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = [
-    "MEMORY_PROMPT_GUIDANCE",
-    "Embedder",
-    "IndexMeta",
-    "MemoryConfig",
-    "MemoryEntry",
-    "MemoryHit",
-    "MemoryPathError",
-    "MemorySlice",
-    "MemoryStore",
-    "MemoryWriteResult",
-    "ReindexStats",
-    "SyncStats",
-    "chunk_lines",
-    "index_tokens",
-    "is_memory_path",
-]
+from .models import (
+    Embedder,
+    IndexMeta,
+    MemoryConfig,
+    MemoryEntry,
+    MemoryHit,
+    MemoryPathError,
+    MemorySlice,
+    MemoryWriteResult,
+    ReindexStats,
+    SyncStats,
+)
+from .text import (
+    _TAG_VALID_RE,
+    _TOKEN_RE,
+    _Chunk,
+    _day_of,
+    _is_corruption,
+    _pack,
+    _query_terms,
+    _resolve_timezone,
+    _split_lines,
+    _tags_of,
+    _Term,
+    _unpack,
+    chunk_lines,
+    index_tokens,
+    is_memory_path,
+)
+
+__all__ = ["MemoryStore"]
 
 logger = logging.getLogger(__name__)
 
-MEMORY_PROMPT_GUIDANCE = """\
-## Memory
-You do not remember earlier conversations by yourself. What you know from them lives in plain \
-markdown files in the workspace: MEMORY.md for lasting facts and memory/YYYY-MM-DD.md for daily notes.
-- Before you answer anything that depends on earlier work, decisions, dates, people, preferences or \
-open todos, call memory_search first. Then call memory_get with the path and line range of the \
-useful results to read just those lines, not whole files.
-- If the search finds nothing relevant, say that you checked and found nothing; do not guess.
-- When you learn something worth keeping (a decision and its reason, a preference, a date, who \
-someone is, a todo), save it with memory_write: one short sentence that makes sense on its own, \
-with concrete names and dates, plus a tag or two. Use long_term=true only for facts that should \
-stay true for months; everything else goes to today's note.
-- Never store secrets such as passwords, API keys or tokens.
-"""
-"""Recall guidance for the system prompt when memory is on."""
-
-INDEX_FORMAT_VERSION = 1
-TOKENIZER = "cjk-bigram+porter-unicode61"
 _FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
 _RACY_NS = 2_000_000_000
 """A file modified this close to when we hashed it may change again within one mtime tick."""
-_MAX_QUERY_TERMS = 32
 _EMBED_BATCH = 64
 _LONG_TERM_HEADER = "# Long-term memory\n\n"
-
-# Scripts written without spaces between words: indexed as overlapping character bigrams.
-_CJK = (
-    "\u1100-\u11ff\u2e80-\u2fdf\u3005-\u3007\u3040-\u309f\u30a0-\u30ff\u3100-\u312f\u3130-\u318f"
-    "\u31a0-\u31bf\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff"
-    "\U00020000-\U0003134f"
-)
-_TOKEN_RE = re.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>[^\W_{_CJK}]+)")
-_TAG_RE = re.compile(r"(?<![\w&/#])#([^\W_][\w-]*)")
-_TAG_VALID_RE = re.compile(r"^[^\W_][\w-]*$")
-_DATE_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _T = TypeVar("_T")
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -131,328 +78,6 @@ _SCHEMA = (
     "PRIMARY KEY (chunk_id, model))",
     "CREATE TABLE embed_cache (key TEXT PRIMARY KEY, vec BLOB NOT NULL)",
 )
-
-
-class MemoryPathError(ValueError):
-    """A path that is not a memory file of this workspace (outside it, or not MEMORY.md / memory/*.md)."""
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns texts into vectors for the optional semantic half of search.
-
-    An optional `name` attribute identifies the model, so cached vectors of another model are
-    never mixed in; without it the class name is used.
-    """
-
-    def embed(self, texts: list[str]) -> list[list[float]]: ...
-
-
-class MemoryConfig(BaseModel):
-    """Tunable numbers of the memory index and score (defaults follow upstream OpenClaw)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    chunk_chars: int = Field(default=1_600, ge=200)
-    chunk_overlap: int = Field(default=320, ge=0)
-    snippet_chars: int = Field(default=700, ge=80)
-    default_limit: int = Field(default=6, ge=1, le=100)
-    half_life_days: float = Field(default=30.0, gt=0)
-    recency_weight: float = Field(default=0.15, ge=0, le=1)
-    tag_weight: float = Field(default=0.10, ge=0, le=1)
-    vector_weight: float = Field(default=0.7, ge=0, le=1)
-    """Share of cosine similarity in relevance when an embedder is set (the rest is keyword)."""
-    candidates: int = Field(default=60, ge=1)
-    """Keyword (and vector) candidates re-scored per search, at least 10 x the limit."""
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryHit:
-    """One search result: where it is, how well it matched, and the text around the match."""
-
-    path: str
-    """Relative to the workspace, with forward slashes."""
-    start_line: int
-    end_line: int
-    score: float
-    snippet: str
-
-
-@dataclass(frozen=True, slots=True)
-class MemorySlice:
-    """Lines read from a memory file by `MemoryStore.read_lines`."""
-
-    path: str
-    from_line: int
-    to_line: int
-    total_lines: int
-    text: str
-
-
-class MemoryEntry(BaseModel):
-    """One appended memory bullet: `- HH:MM text #tag` (MEMORY.md bullets carry the date too)."""
-
-    v: Literal[1] = 1
-    stamp: str
-    text: str
-    tags: tuple[str, ...] = ()
-
-    def to_markdown(self) -> str:
-        lines = self.text.split("\n")
-        tail = "".join(f" #{tag}" for tag in self.tags)
-        body = "\n".join([lines[0], *(f"  {line}" if line else "" for line in lines[1:])])
-        return f"- {self.stamp} {body}{tail}"
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryWriteResult:
-    """Where `MemoryStore.write` put the entry."""
-
-    path: str
-    line: int
-    """1-based line number of the new bullet."""
-    entry: str
-    """The markdown written."""
-    created: bool
-    """True when the file did not exist before."""
-
-
-@dataclass(slots=True)
-class SyncStats:
-    """What one index sync did."""
-
-    files: int = 0
-    added: int = 0
-    changed: int = 0
-    deleted: int = 0
-    read: int = 0
-    """Files whose bytes were read (unchanged files are only stat'ed)."""
-    skipped: int = 0
-    chunks: int = 0
-    """Chunks written."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReindexStats:
-    """Result of a full `MemoryStore.reindex`."""
-
-    files: int
-    chunks: int
-    skipped: int
-    seconds: float
-
-
-class IndexMeta(BaseModel):
-    """Format of the index; a mismatch with the running code drops and rebuilds it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    v: int = INDEX_FORMAT_VERSION
-    tokenizer: str = TOKENIZER
-    chunk_chars: int
-    chunk_overlap: int
-
-
-# --------------------------------------------------------------------------- text helpers
-
-
-def _split_lines(text: str) -> list[str]:
-    """Lines as numbered by editors: split on newline only, `\\r` dropped, no phantom last line."""
-    if not text:
-        return []
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
-def _cjk_tokens(run: str) -> list[str]:
-    if len(run) == 1:
-        return [run]
-    return [run[i : i + 2] for i in range(len(run) - 1)] + [run[-1]]
-
-
-def index_tokens(text: str) -> str:
-    """The text as the FTS table sees it: words as they are, CJK runs as bigrams (+ last char)."""
-    out: list[str] = []
-    for match in _TOKEN_RE.finditer(unicodedata.normalize("NFKC", text)):
-        cjk = match.group("cjk")
-        if cjk:
-            out.extend(_cjk_tokens(cjk))
-        else:
-            out.append(match.group("word"))
-    return " ".join(out)
-
-
-@dataclass(frozen=True)
-class _Term:
-    fts: str
-    """A safe FTS5 expression: only quoted strings built from letter/digit tokens."""
-    raw: str
-    """Casefolded user text, for tag matching and snippet placement."""
-    kind: Literal["word", "phrase", "cjk"] = "word"
-
-
-def _query_terms(query: str) -> list[_Term]:
-    """Turn user text into FTS5 terms that cannot be read as query syntax.
-
-    Words glued by punctuation (`2024-05-01`, `foo_bar`) become one phrase, a CJK run a phrase of
-    its bigrams (a single CJK character a prefix query). Tokens contain only letters and digits,
-    and are quoted, so `"`, `*`, `AND`, `-`, `NEAR(` from a user are plain words.
-    """
-    terms: list[_Term] = []
-    seen: set[str] = set()
-
-    def add(fts: str, raw: str, kind: Literal["word", "phrase", "cjk"]) -> None:
-        if fts not in seen and len(terms) < _MAX_QUERY_TERMS:
-            seen.add(fts)
-            terms.append(_Term(fts=fts, raw=raw.casefold(), kind=kind))
-
-    def add_words(words: list[str], raw: str) -> None:
-        add('"' + " ".join(words) + '"', raw, "word" if len(words) == 1 else "phrase")
-
-    for piece in unicodedata.normalize("NFKC", query).split():
-        words: list[str] = []
-        span = end = 0
-        for match in _TOKEN_RE.finditer(piece):
-            cjk = match.group("cjk")
-            if cjk:
-                if words:
-                    add_words(words, piece[span:end])
-                    words = []
-                if len(cjk) == 1:
-                    add(f'"{cjk}"*', cjk, "cjk")
-                else:
-                    add('"' + " ".join(_cjk_tokens(cjk)[:-1]) + '"', cjk, "cjk")
-            else:
-                if not words:
-                    span = match.start()
-                words.append(match.group("word"))
-                end = match.end()
-        if words:
-            add_words(words, piece[span:end])
-    return terms
-
-
-def _tags_of(text: str) -> list[str]:
-    return sorted({tag.casefold() for tag in _TAG_RE.findall(text)})
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    start_line: int
-    end_line: int
-    text: str
-
-
-def chunk_lines(lines: Sequence[str], max_chars: int, overlap: int) -> list[_Chunk]:
-    """Cut lines into chunks of at most `max_chars`, each repeating up to `overlap` chars of the last.
-
-    A line longer than `max_chars` is cut into overlapping pieces of its own, all carrying that
-    line's number. Whitespace-only chunks are dropped.
-    """
-    chunks: list[_Chunk] = []
-    current: list[tuple[int, str]] = []
-    size = 0
-
-    def flush() -> None:
-        if current and any(line.strip() for _, line in current):
-            chunks.append(_Chunk(current[0][0], current[-1][0], "\n".join(line for _, line in current)))
-
-    step = max(1, max_chars - overlap)
-    for number, line in enumerate(lines, start=1):
-        if len(line) > max_chars:
-            flush()
-            current, size = [], 0
-            for begin in range(0, len(line), step):
-                piece = line[begin : begin + max_chars]
-                if piece.strip():
-                    chunks.append(_Chunk(number, number, piece))
-                if begin + max_chars >= len(line):
-                    break
-            continue
-        cost = len(line) + 1
-        if current and size + cost > max_chars:
-            flush()
-            kept: list[tuple[int, str]] = []
-            kept_size = 0
-            for item in reversed(current):
-                if kept_size + len(item[1]) + 1 > overlap:
-                    break
-                kept.insert(0, item)
-                kept_size += len(item[1]) + 1
-            current, size = kept, kept_size
-            while current and size + cost > max_chars:
-                size -= len(current.pop(0)[1]) + 1
-        current.append((number, line))
-        size += cost
-    flush()
-    return chunks
-
-
-def _day_of(rel_path: str) -> str | None:
-    """The ISO date in a file's name (`memory/2024-05-01.md`, `memory/2024-05-01-standup.md`)."""
-    match = _DATE_RE.search(rel_path.rsplit("/", 1)[-1])
-    if not match:
-        return None
-    try:
-        return date(int(match[1]), int(match[2]), int(match[3])).isoformat()
-    except ValueError:
-        return None
-
-
-def is_memory_path(rel_path: str) -> bool:
-    """True for `MEMORY.md`, `memory.md` and `memory/**/*.md` (relative, forward slashes)."""
-    parts = rel_path.split("/")
-    if len(parts) == 1:
-        return parts[0] in ("MEMORY.md", "memory.md")
-    return (
-        parts[0] == "memory"
-        and parts[-1].endswith(".md")
-        and len(parts[-1]) > 3
-        and all(part not in ("", ".", "..") for part in parts)
-    )
-
-
-def _resolve_timezone(name: str | None) -> tzinfo | None:
-    if name in (None, "", "local"):
-        return None
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(str(name))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {name!r} (use an IANA name like 'Europe/Berlin')") from None
-
-
-def _pack(vector: Sequence[float]) -> tuple[bytes, int]:
-    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-    values = array("f", (x / norm for x in vector))
-    return values.tobytes(), len(values)
-
-
-def _unpack(blob: bytes) -> array[float]:
-    values = array("f")
-    values.frombytes(blob)
-    return values
-
-
-def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
-    """Errors that mean the index file is damaged (rebuild), not busy or misused (re-raise)."""
-    text = str(exc).lower()
-    if any(
-        word in text
-        for word in (
-            "malformed",
-            "not a database",
-            "no such table",
-            "no such column",
-            "corrupt",
-            "file is encrypted",
-        )
-    ):
-        return True
-    return type(exc) is sqlite3.DatabaseError
 
 
 # --------------------------------------------------------------------------- the store
