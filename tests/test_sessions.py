@@ -171,10 +171,17 @@ def test_tail_bytes_bounds_an_uncompacted_giant_and_keeps_the_latest_summary(tmp
     later = []
     for index in range(200):
         later.append(_message("user", f"later question {index} " + "x" * 100))
-        later.append(MessageEntry(role="assistant", content=[
-            {"type": "tool_use", "id": f"t{index}", "name": "ls", "input": {}}]))
-        later.append(MessageEntry(role="user", content=[
-            {"type": "tool_result", "tool_use_id": f"t{index}", "content": "y" * 100}]))
+        later.append(
+            MessageEntry(
+                role="assistant", content=[{"type": "tool_use", "id": f"t{index}", "name": "ls", "input": {}}]
+            )
+        )
+        later.append(
+            MessageEntry(
+                role="user",
+                content=[{"type": "tool_result", "tool_use_id": f"t{index}", "content": "y" * 100}],
+            )
+        )
     store.append_sync(key, [*early, summary, *later])
 
     loaded = store.load_sync(key, active_only=True, tail_bytes=5_000)

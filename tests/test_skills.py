@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from openclaw_mini import skills as skills_module
 from openclaw_mini.skills import (
     Skill,
     SkillLoader,
@@ -20,6 +19,7 @@ from openclaw_mini.skills import (
     match_skill,
     parse_skill_file,
 )
+from openclaw_mini.skills import loader as skills_module  # where the loader looks up _parse_path
 
 FIXTURES = Path(__file__).parent / "fixtures" / "real-skills"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-skills"

@@ -180,8 +180,7 @@ class RichRenderer:
         if result.stop_reason == "aborted":
             stop = " · cancelled"
         self.console.print(
-            f"[dim]{usage.context_tokens:,} in · "
-            f"{usage.output_tokens:,} out{fill}{stop}[/]",
+            f"[dim]{usage.context_tokens:,} in · {usage.output_tokens:,} out{fill}{stop}[/]",
             highlight=False,
         )
 
@@ -194,12 +193,23 @@ def tool_panel(call: ToolCallRecord, max_lines: int = 4) -> Any:
     lines = [line.expandtabs(4) for line in call.output.rstrip().splitlines()]
     while lines and not lines[0].strip():
         lines.pop(0)
-    body = Text("\n".join(line[:200] for line in lines[:max_lines]) or "(no output)",
-                style="red" if call.is_error else "dim", no_wrap=True, overflow="ellipsis")
+    body = Text(
+        "\n".join(line[:200] for line in lines[:max_lines]) or "(no output)",
+        style="red" if call.is_error else "dim",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
     if len(lines) > max_lines:
         body.append(f"\n… {len(lines) - max_lines} more lines", style="dim italic")
     title = Text.assemble(
         (call.name, "bold red" if call.is_error else "bold yellow"), (f" {short_args(call.input)}", "default")
     )
-    return Panel(body, title=title, title_align="left", subtitle=f"{call.duration_ms:.0f} ms",
-                 subtitle_align="right", border_style="red" if call.is_error else "grey50", expand=False)
+    return Panel(
+        body,
+        title=title,
+        title_align="left",
+        subtitle=f"{call.duration_ms:.0f} ms",
+        subtitle_align="right",
+        border_style="red" if call.is_error else "grey50",
+        expand=False,
+    )
