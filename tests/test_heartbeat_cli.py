@@ -71,3 +71,91 @@ def test_bad_config_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
         assert "Traceback" not in result.output
     missing = runner.invoke(app, ["status", "-w", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "is not a folder" in missing.output
+
+
+def _env_for(server_url: str, home: Path) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        ANTHROPIC_API_KEY="test-key",
+        ANTHROPIC_BASE_URL=server_url,
+        OPENCLAW_MINI_HOME=str(home),
+        OPENCLAW_MINI_SKILLS_DIR=str(home / "skills"),
+        COLUMNS="100",
+    )
+    return env
+
+
+def test_once_delivers_then_suppresses_the_duplicate(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from openclaw_mini.testing import FakeAnthropicServer, text_reply
+
+    (tmp_path / "HEARTBEAT.md").write_text("- [ ] check the backups\n")
+    command = [
+        sys.executable,
+        "-m",
+        "openclaw_mini.cli.main",
+        "heartbeat",
+        "once",
+        "-w",
+        str(tmp_path),
+        "--active-hours",
+        "00:00-24:00",
+    ]
+    with FakeAnthropicServer() as server:
+        server.queue(text_reply("Backups are 3 days old."), text_reply("Backups are 3 days old."))
+        env = _env_for(server.url, tmp_path / "home")
+        first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "Backups are 3 days old." in first.stdout and "(manual)" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "Backups are 3 days old." not in second.stdout  # the same text within 24 h is not delivered
+
+
+def test_run_in_the_foreground_delivers_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from openclaw_mini.testing import FakeAnthropicServer, text_reply
+
+    (tmp_path / "HEARTBEAT.md").write_text("- [ ] look at the queue\n")
+    with FakeAnthropicServer() as server:
+        server.handler = lambda request: text_reply("The queue has 4 stuck jobs.")
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "openclaw_mini.cli.main",
+                "heartbeat",
+                "run",
+                "-w",
+                str(tmp_path),
+                "--every",
+                "300ms",
+                "--active-hours",
+                "00:00-24:00",
+            ],
+            env=_env_for(server.url, tmp_path / "home"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            lines = []
+            for line in child.stdout:
+                lines.append(line)
+                if "4 stuck jobs" in line:
+                    break
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=20)
+        finally:
+            child.kill()
+    assert "Ctrl-C stops" in "".join(lines)
+    assert child.returncode == 0, err
+    assert "Heartbeat stopped." in out

@@ -10,20 +10,23 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from openclaw_mini.agent import Agent
     from openclaw_mini.heartbeat import HeartbeatConfig, HeartbeatOutcome, HeartbeatRequest, HeartbeatStatus
 
 __all__ = ["app"]
+
+T = TypeVar("T")
 
 app = typer.Typer(help="The heartbeat: status, one tick now, or run in the foreground.", no_args_is_help=True)
 
@@ -260,6 +263,37 @@ def _make_agent(workspace: Path, config: HeartbeatConfig) -> Any:
         raise _fail(f"cannot start the agent: {_first_error(exc)}") from None
 
 
+def _with_agent(
+    workspace: Path,
+    config: HeartbeatConfig,
+    console: Console,
+    body: Callable[[Agent], Awaitable[T]],
+) -> Callable[[], Coroutine[Any, Any, T]]:
+    """A coroutine function running `body` with an agent whose heartbeat delivers to `console`."""
+    root = workspace.absolute()
+
+    async def main() -> T:
+        agent = _make_agent(root, config)
+        try:
+            agent.start_heartbeat(deliver=lambda text, request: _print_delivery(console, text, request))
+            return await body(agent)
+        finally:
+            await agent.stop_heartbeat()
+            await agent.aclose()
+
+    return main
+
+
+def _prepare(
+    workspace: Path, every: str | None, active_hours: str | None, timezone: str | None
+) -> tuple[HeartbeatConfig, Console]:
+    from rich.console import Console
+
+    if not workspace.is_dir():
+        raise _fail(f"workspace {workspace} is not a folder.")
+    return _build_config(every, active_hours, timezone), Console()
+
+
 @app.command()
 def once(
     workspace: Path = WorkspaceOption,
@@ -271,27 +305,14 @@ def once(
     ),
 ) -> None:
     """Run one heartbeat tick now (with the usual checks) and print what happened."""
-    from rich.console import Console
+    config, console = _prepare(workspace, every, active_hours, timezone)
 
-    if not workspace.is_dir():
-        raise _fail(f"workspace {workspace} is not a folder.")
-    config = _build_config(every, active_hours, timezone)
-    console = Console()
-    root = workspace.absolute()
-
-    async def main() -> HeartbeatOutcome:
-        agent = _make_agent(root, config)
-        try:
-            agent.start_heartbeat(deliver=lambda text, request: _print_delivery(console, text, request))
-            outcome: HeartbeatOutcome = await agent.run_heartbeat_once(reason)
-            return outcome
-        finally:
-            await agent.stop_heartbeat()
-            await agent.aclose()
+    async def tick(agent: Agent) -> HeartbeatOutcome:
+        return await agent.run_heartbeat_once(reason)
 
     try:
         with _library_logs(console, show_outcomes=False):
-            outcome = asyncio.run(main())
+            outcome = asyncio.run(_with_agent(workspace, config, console, tick)())
     except typer.Exit:
         raise
     except Exception as exc:
@@ -310,36 +331,23 @@ def run(
     timezone: str | None = TimezoneOption,
 ) -> None:
     """Run the heartbeat in the foreground: print deliveries and skips with reasons; Ctrl-C stops."""
-    from rich.console import Console
+    config, console = _prepare(workspace, every, active_hours, timezone)
 
-    if not workspace.is_dir():
-        raise _fail(f"workspace {workspace} is not a folder.")
-    config = _build_config(every, active_hours, timezone)
-    console = Console()
-    root = workspace.absolute()
-
-    async def main() -> None:
-        agent = _make_agent(root, config)
-        try:
-            agent.start_heartbeat(deliver=lambda text, request: _print_delivery(console, text, request))
-            current = agent.heartbeat_status()
-            next_run = _when(current.next_run_at, current.now)
+    async def forever(agent: Agent) -> None:
+        current = agent.heartbeat_status()
+        next_run = _when(current.next_run_at, current.now)
+        console.print(
+            f"Heartbeat running every {current.every}; next run {next_run}. Ctrl-C stops.", highlight=False
+        )
+        if not current.would_run:
             console.print(
-                f"Heartbeat running every {current.every}; next run {next_run}. Ctrl-C stops.",
-                highlight=False,
+                f"[yellow]A tick now would skip:[/yellow] {escape(current.would_reason)}", highlight=False
             )
-            if not current.would_run:
-                console.print(
-                    f"[yellow]A tick now would skip:[/yellow] {escape(current.would_reason)}", highlight=False
-                )
-            await asyncio.Event().wait()
-        finally:
-            await agent.stop_heartbeat()
-            await agent.aclose()
+        await asyncio.Event().wait()
 
     try:
         with _library_logs(console, show_outcomes=True):
-            asyncio.run(main())
+            asyncio.run(_with_agent(workspace, config, console, forever)())
     except KeyboardInterrupt:
         console.print("Heartbeat stopped.")
     except typer.Exit:
