@@ -462,11 +462,10 @@ class Agent:
     async def _load_state(self, key: SessionKey) -> LiveSession:
         """The session's state, reused between runs unless another process appended to the file."""
         name = str(key)
-        path = self.sessions.path_for(key)
         cached = self._states.get(name)
         if cached is not None:
             await self._flush(cached)
-        size = await asyncio.to_thread(_file_size, path)
+        size = await asyncio.to_thread(self.sessions.size_sync, key)
         if cached is not None and cached.file_size == size:
             return cached
         # Beyond a few windows of text nothing can reach the model (not even the summary, whose
@@ -863,10 +862,3 @@ class Agent:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0

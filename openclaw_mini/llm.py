@@ -154,6 +154,14 @@ def is_context_overflow(message: str) -> bool:
     return any(marker in lowered for marker in _OVERFLOW_MARKERS)
 
 
+def api_error(status: int, message: str) -> ModelError:
+    """The error for an HTTP error answer: `ContextOverflowError` when the prompt was too long,
+    retryable for 408/409/429 and 5xx (529 is "overloaded")."""
+    error_cls = ContextOverflowError if is_context_overflow(message) else ModelError
+    retryable = status in (408, 409, 429) or status >= 500
+    return error_cls(f"Model API error {status}: {message}", status=status, retryable=retryable)
+
+
 def with_cache_breakpoints(request: ModelRequest) -> dict[str, Any]:
     """Build the API params with prompt-cache breakpoints on the stable prefix.
 
@@ -265,17 +273,12 @@ class AnthropicModel:
             yield assembler.finish()
         except anthropic.APIStatusError as exc:
             message = _error_message(exc)
-            error_cls = ContextOverflowError if is_context_overflow(message) else ModelError
             status = exc.status_code
             if status < 400:  # an `error` event inside a 200 stream: its type tells the status
                 status = _STREAM_ERROR_STATUS.get(_error_type(exc), 500)
             if status in (401, 403):
                 message += " Check your API key (ANTHROPIC_API_KEY)."
-            raise error_cls(
-                f"Model API error {status}: {message}",
-                status=status,
-                retryable=status in (408, 409, 429) or status >= 500,
-            ) from exc
+            raise api_error(status, message) from exc
         except anthropic.APIConnectionError as exc:
             where = self._base_url or "the Anthropic API"
             raise ModelError(

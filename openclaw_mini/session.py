@@ -283,6 +283,10 @@ class SessionStore:
     async def list(self, agent_id: str | None = None) -> list[SessionInfo]:
         return await asyncio.to_thread(self.list_sync, agent_id)
 
+    def size_sync(self, key: SessionKey) -> int:
+        """The transcript's size in bytes (0 when there is none yet)."""
+        return _size(self.path_for(key))
+
     def delete_sync(self, key: SessionKey) -> bool:
         path = self.path_for(key)
         try:

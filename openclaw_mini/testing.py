@@ -58,8 +58,6 @@ from types import TracebackType
 from typing import Any
 
 from .llm import (
-    ContextOverflowError,
-    ModelError,
     ModelEvent,
     ModelRequest,
     ModelResponse,
@@ -67,7 +65,7 @@ from .llm import (
     ThinkingDelta,
     ToolUseStart,
     Usage,
-    is_context_overflow,
+    api_error,
 )
 
 __all__ = [
@@ -735,14 +733,7 @@ class ScriptedModel:
         if reply.chunk_delay > 0:
             await asyncio.sleep(reply.chunk_delay)
         if reply.is_error:
-            message = reply.error_message
-            error_cls = ContextOverflowError if is_context_overflow(message) else ModelError
-            status = reply.status
-            raise error_cls(
-                f"Model API error {status}: {message}",
-                status=status,
-                retryable=status in (408, 409, 429) or status >= 500,
-            )
+            raise api_error(reply.status, reply.error_message)
         for event in _model_events(reply):
             if reply.chunk_delay > 0:
                 await asyncio.sleep(reply.chunk_delay)
