@@ -24,18 +24,19 @@ _EXPORTS: dict[str, str] = {
     "AnthropicModel": ".llm",
     "BootstrapConfig": ".config",
     "CompactionConfig": ".config",
-    "ConfigError": ".config",
-    "ContextOverflowError": ".llm",
+    "ConfigError": ".errors",
+    "ContextOverflowError": ".errors",
     "HeartbeatConfig": ".heartbeat",
     "HeartbeatRequest": ".heartbeat",
     "HeartbeatTask": ".heartbeat",
     "MemoryHit": ".memory",
     "MemoryStore": ".memory",
-    "MissingAPIKeyError": ".agent",
+    "MissingAPIKeyError": ".errors",
     "Model": ".llm",
-    "ModelError": ".llm",
+    "ModelError": ".errors",
     "ModelRequest": ".llm",
     "ModelResponse": ".llm",
+    "OpenClawMiniError": ".errors",
     "PruningConfig": ".config",
     "RunEvent": ".events",
     "RunResult": ".events",
@@ -47,7 +48,9 @@ _EXPORTS: dict[str, str] = {
     "Tool": ".tools.base",
     "ToolCallRecord": ".events",
     "ToolContext": ".tools.base",
-    "ToolError": ".tools.base",
+    "ToolRefused": ".errors",
+    "ToolTimeout": ".errors",
+    "ToolError": ".errors",
     "ToolPolicy": ".tools.policy",
     "Usage": ".llm",
     "tool": ".tools.base",
@@ -71,6 +74,7 @@ __all__ = [
     "ModelError",
     "ModelRequest",
     "ModelResponse",
+    "OpenClawMiniError",
     "PruningConfig",
     "RunEvent",
     "RunResult",
@@ -84,29 +88,33 @@ __all__ = [
     "ToolContext",
     "ToolError",
     "ToolPolicy",
+    "ToolRefused",
+    "ToolTimeout",
     "Usage",
     "__version__",
     "tool",
 ]
 
 if TYPE_CHECKING:
-    from .agent import Agent, MissingAPIKeyError
-    from .config import AgentConfig, BootstrapConfig, CompactionConfig, ConfigError, PruningConfig
+    from .agent import Agent
+    from .config import AgentConfig, BootstrapConfig, CompactionConfig, PruningConfig
+    from .errors import (
+        ConfigError,
+        ContextOverflowError,
+        MissingAPIKeyError,
+        ModelError,
+        OpenClawMiniError,
+        ToolError,
+        ToolRefused,
+        ToolTimeout,
+    )
     from .events import RunEvent, RunResult, ToolCallRecord
     from .heartbeat import HeartbeatConfig, HeartbeatRequest, HeartbeatTask
-    from .llm import (
-        AnthropicModel,
-        ContextOverflowError,
-        Model,
-        ModelError,
-        ModelRequest,
-        ModelResponse,
-        Usage,
-    )
+    from .llm import AnthropicModel, Model, ModelRequest, ModelResponse, Usage
     from .memory import MemoryHit, MemoryStore
     from .session import SessionKey, SessionStore
     from .skills import Skill, SkillLoader
-    from .tools.base import Tool, ToolContext, ToolError, tool
+    from .tools.base import Tool, ToolContext, tool
     from .tools.policy import SandboxConfig, ToolPolicy
 
 

@@ -26,6 +26,7 @@ from .config import (
     PruningConfig,
     build_config,
 )
+from .errors import MissingAPIKeyError
 from .events import RunEvent, RunResult
 from .llm import AnthropicModel, Model, ModelError, ModelRequest
 from .loop import LoopHooks, LoopOutcome, run_tool_loop
@@ -55,10 +56,6 @@ _FLUSH_DONE_NOTE = (
     "[Housekeeping done; the user saw none of it. Continue the conversation from where it was "
     "before the housekeeping turn.]"
 )
-
-
-class MissingAPIKeyError(ConfigError):
-    """No API key for the Anthropic backend."""
 
 
 AnyEntry = MessageEntry | CompactionEntry | CustomEntry

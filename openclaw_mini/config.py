@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ConfigError
 from .tools.policy import SandboxConfig, ToolPolicy
 
 __all__ = [
@@ -28,10 +29,6 @@ __all__ = [
 DEFAULT_MODEL = "claude-sonnet-4-6"
 """claude-sonnet-4-5 (design.md's example) reaches end-of-life on 2026-11-30; the SDK warns on it."""
 AGENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message says which one and why."""
 
 
 def default_agent_id() -> str:

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .errors import ContextOverflowError, ModelError
+
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
@@ -114,19 +116,6 @@ class ToolUseStart:
 
 
 ModelEvent = TextDelta | ThinkingDelta | ToolUseStart | ModelResponse
-
-
-class ModelError(Exception):
-    """The model call failed after the SDK's retries. `status` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
-
-
-class ContextOverflowError(ModelError):
-    """The provider said the prompt is too long: compact and retry."""
 
 
 @runtime_checkable

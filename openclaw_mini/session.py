@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .errors import SessionKeyError
 from .transcript import (
     ENTRY_ADAPTER,
     ENTRY_LIST_ADAPTER,
@@ -52,10 +53,6 @@ log = logging.getLogger(__name__)
 AnyEntry = MessageEntry | CompactionEntry | CustomEntry
 _AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SEGMENT = re.compile(r"^[a-z0-9_.@+\-]{1,128}$")
-
-
-class SessionKeyError(ValueError):
-    """A session id or key that cannot name a transcript safely."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ EXPECTED = [
     "ModelError",
     "ModelRequest",
     "ModelResponse",
+    "OpenClawMiniError",
     "PruningConfig",
     "RunEvent",
     "RunResult",
@@ -43,6 +44,8 @@ EXPECTED = [
     "ToolContext",
     "ToolError",
     "ToolPolicy",
+    "ToolRefused",
+    "ToolTimeout",
     "Usage",
     "__version__",
     "tool",
@@ -113,3 +116,28 @@ def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
     assert "Four words." in done.stdout and "Here are the files." in done.stdout
     assert "word_count" in done.stdout  # the tool calls are printed
     assert (tmp_path / ".openclaw-mini" / "sessions" / "main" / "session-1.jsonl").exists()
+
+
+def test_one_error_tree() -> None:
+    """Every error raised on purpose has one root; the built-in bases users catch today stay."""
+    from openclaw_mini import errors
+    from openclaw_mini.state import errors as state_errors
+
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.OpenClawMiniError), name
+    for name in state_errors.__all__:
+        assert issubclass(getattr(state_errors, name), errors.OpenClawMiniError), name
+    assert issubclass(errors.ConfigError, ValueError)
+    assert issubclass(errors.SessionKeyError, ValueError)
+    assert issubclass(errors.ToolTimeout, TimeoutError)
+    assert issubclass(errors.ContextOverflowError, errors.ModelError)
+    # The classes keep their old import paths.
+    from openclaw_mini.agent import MissingAPIKeyError
+    from openclaw_mini.config import ConfigError
+    from openclaw_mini.llm import ModelError
+    from openclaw_mini.session import SessionKeyError
+    from openclaw_mini.tools.policy import ToolRefused
+
+    assert MissingAPIKeyError is errors.MissingAPIKeyError and ConfigError is errors.ConfigError
+    assert ModelError is errors.ModelError and SessionKeyError is errors.SessionKeyError
+    assert ToolRefused is errors.ToolRefused

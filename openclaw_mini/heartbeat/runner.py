@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import HeartbeatBusy
 from .clock import Clock, RealClock, TimerHandle
 from .config import HeartbeatConfig, format_duration
 from .reply import decide_reply
@@ -56,10 +57,6 @@ MAX_TIMER_SECONDS = 60.0
 MAX_NOTES = 20
 MAX_NOTE_CHARS = 4000
 EXEC_TAIL_CHARS = 400
-
-
-class HeartbeatBusy(Exception):
-    """Raise from `run_turn` or the callback when the target is busy: the wake layer retries later."""
 
 
 @dataclass(frozen=True)

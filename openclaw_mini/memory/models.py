@@ -7,6 +7,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import MemoryPathError
+
 __all__ = [
     "INDEX_FORMAT_VERSION",
     "MEMORY_PROMPT_GUIDANCE",
@@ -41,10 +43,6 @@ stay true for months; everything else goes to today's note.
 - Never store secrets such as passwords, API keys or tokens.
 """
 """Recall guidance for the system prompt when memory is on."""
-
-
-class MemoryPathError(ValueError):
-    """A path that is not a memory file of this workspace (outside it, or not MEMORY.md / memory/*.md)."""
 
 
 @runtime_checkable

@@ -6,6 +6,8 @@ The embedded store, the remote client and the server share them, so code that ha
 
 from __future__ import annotations
 
+from ..errors import OpenClawMiniError
+
 __all__ = [
     "BatchTooLargeError",
     "EventTooLargeError",
@@ -17,7 +19,7 @@ __all__ = [
 ]
 
 
-class StateError(Exception):
+class StateError(OpenClawMiniError):
     """Base of every world-state error; the message says what went wrong and where."""
 
     status = 500

@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from ..errors import ToolError
+
 if TYPE_CHECKING:
     from .policy import Sandbox
 
 __all__ = ["Tool", "ToolContext", "ToolError", "ToolRegistry", "tool"]
-
-
-class ToolError(Exception):
-    """Raised by a tool to report a failure the model should read (becomes `is_error: true`)."""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import ToolRefused
 from .base import Tool
 
 __all__ = ["TOOL_GROUPS", "Sandbox", "SandboxConfig", "ToolPolicy", "ToolRefused"]
@@ -32,10 +33,6 @@ PROTECTED_WRITE_DIRS = frozenset({".git", ".openclaw-mini"})
 """Folders file tools may read but never write: the runtime's own state (transcripts, namespace
 token hashes, indexes) and git's (a hook or `core.fsmonitor` written there runs on the user's next
 git command, which would get round `allow_exec=False`). Matched at any depth, case-insensitively."""
-
-
-class ToolRefused(Exception):
-    """A call the policy or sandbox does not allow; the message says why and reaches the model."""
 
 
 class ToolPolicy(BaseModel):
