@@ -117,6 +117,10 @@ class AgentConfig(BaseModel):
     """IANA timezone for dates in prompts and memory file names; default: the host's."""
     max_spawn_depth: int = Field(1, ge=0)
     """How deep sub-agents may spawn sub-agents (1: the main agent may spawn, children may not)."""
+    session_cache_sessions: int = Field(256, ge=1)
+    """Sessions kept in memory between runs; older ones are reloaded from disk when used again."""
+    session_cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    """Transcript bytes kept in memory between runs (0: no byte bound, only the count)."""
 
     @field_validator("workspace_dir", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -35,6 +35,10 @@ __all__ = [
 ]
 
 
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+"""The token counts of a Messages API `usage` object, in one place."""
+
+
 @dataclass
 class Usage:
     """Token counts as the API reports them, added up over a run."""
@@ -45,23 +49,26 @@ class Usage:
     cache_read_input_tokens: int = 0
 
     def add(self, other: Usage) -> None:
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cache_creation_input_tokens += other.cache_creation_input_tokens
-        self.cache_read_input_tokens += other.cache_read_input_tokens
+        for name in USAGE_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
     def context_tokens(self) -> int:
         """Everything the model read for this request: what the context window holds."""
         return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
+    @property
+    def total_tokens(self) -> int:
+        """What the request read plus what the reply wrote: the context the next request builds on."""
+        return self.context_tokens + self.output_tokens
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, int]) -> Usage:
+        """Usage from a transcript entry's `usage` (missing counts are 0, unknown keys ignored)."""
+        return cls(**{name: int(values.get(name, 0) or 0) for name in USAGE_FIELDS})
+
     def as_dict(self) -> dict[str, int]:
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_creation_input_tokens": self.cache_creation_input_tokens,
-            "cache_read_input_tokens": self.cache_read_input_tokens,
-        }
+        return {name: getattr(self, name) for name in USAGE_FIELDS}
 
 
 @dataclass
@@ -390,12 +397,7 @@ class _StreamAssembler:
     def _take_usage(self, usage: Any) -> None:
         if usage is None:
             return
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-        ):
+        for name in USAGE_FIELDS:
             value = getattr(usage, name, None)
             if value:
                 setattr(self.usage, name, value)

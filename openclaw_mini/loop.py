@@ -1,7 +1,9 @@
 """The tool loop: model turn -> tool calls -> results -> next turn, until the model stops.
 
-No I/O of its own: persistence, context preparation (pruning, compaction) and event delivery are
-hooks the `Agent` provides. History is appended to, never rebuilt, so a run of N steps costs O(N).
+No I/O of its own: context preparation (pruning, compaction) and event delivery are hooks the
+`Agent` provides, and every change to the history is one `history.append(entry)` (the session
+turns it into API messages and queues it for the disk). History is appended to, never rebuilt, so
+a run of N steps costs O(N).
 
 Invariants the loop keeps:
 - every `tool_use` gets exactly one `tool_result` (failures become `is_error: true`), even when the
@@ -22,26 +24,28 @@ from .events import RunEvent, ToolCallRecord
 from .llm import ContextOverflowError, Model, ModelRequest, ModelResponse, TextDelta, ThinkingDelta, Usage
 from .tools.base import Tool, ToolContext, ToolError, render_tool_output
 from .tools.policy import Sandbox, ToolPolicy, ToolRefused
-from .transcript import MessageEntry, sendable_blocks
+from .transcript import AnyEntry, MessageEntry
 
-__all__ = ["Conversation", "LoopHooks", "LoopOutcome", "run_tool_loop"]
+__all__ = ["History", "LoopHooks", "LoopOutcome", "run_tool_loop"]
 
 ABORTED_TOOL_MESSAGE = "The run was cancelled before this tool call finished."
 
 
-class Conversation(Protocol):
-    """The messages sent to the model; hooks may replace the list (compaction)."""
+class History(Protocol):
+    """A session's history: what the model is sent, and the one way to change it."""
 
-    messages: list[dict[str, Any]]
+    @property
+    def messages(self) -> list[dict[str, Any]]: ...
+
+    def append(self, entry: AnyEntry) -> None: ...
 
 
 @dataclass
 class LoopHooks:
     emit: Callable[[RunEvent], None]
-    persist: Callable[[MessageEntry], Awaitable[None]]
-    prepare: Callable[[Conversation], Awaitable[list[dict[str, Any]]]]
+    prepare: Callable[[], Awaitable[list[dict[str, Any]]]]
     """Before each request: compaction if due, then pruning; returns the messages to send."""
-    on_overflow: Callable[[Conversation], Awaitable[bool]]
+    on_overflow: Callable[[], Awaitable[bool]]
     """After a 'prompt is too long' error: compact; True when the history got shorter."""
     tool_context: Callable[[str], ToolContext]
 
@@ -58,7 +62,7 @@ class LoopOutcome:
 async def run_tool_loop(
     *,
     model: Model,
-    conversation: Conversation,
+    history: History,
     base_request: ModelRequest,
     tools: Mapping[str, Tool],
     policy: ToolPolicy,
@@ -73,36 +77,30 @@ async def run_tool_loop(
     pending_calls: list[ToolCallRecord] = []
     try:
         while outcome.turns < max_turns:
-            messages = await hooks.prepare(conversation)
+            messages = await hooks.prepare()
             request = replace(base_request, messages=messages)
             partial.clear()
             try:
                 response = await _stream_turn(model, request, hooks, session_key, partial)
             except ContextOverflowError:
-                if overflow_retried or not await hooks.on_overflow(conversation):
+                if overflow_retried or not await hooks.on_overflow():
                     raise
                 overflow_retried = True
                 continue
             partial.clear()
             outcome.turns += 1
             outcome.usage.add(response.usage)
-            assistant = MessageEntry(
-                role="assistant",
-                content=response.content,
-                usage=response.usage.as_dict(),
-                stop_reason=response.stop_reason,
-                model=response.model or None,
+            # A paused turn's continuation merges into the same assistant message; an empty reply
+            # adds no message (it would make the next request invalid): the history's rules.
+            history.append(
+                MessageEntry(
+                    role="assistant",
+                    content=response.content,
+                    usage=response.usage.as_dict(),
+                    stop_reason=response.stop_reason,
+                    model=response.model or None,
+                )
             )
-            sendable = sendable_blocks(response.content)
-            previous = conversation.messages[-1] if conversation.messages else None
-            if not sendable:  # an empty reply (it happens) would make the next request invalid
-                pass
-            elif previous is not None and previous["role"] == "assistant":  # continuing a paused turn
-                merged = [*previous["content"], *sendable]
-                conversation.messages[-1] = {"role": "assistant", "content": merged}
-            else:
-                conversation.messages.append({"role": "assistant", "content": sendable})
-            await hooks.persist(assistant)
             if response.text:
                 outcome.text = response.text
             hooks.emit(
@@ -120,9 +118,7 @@ async def run_tool_loop(
                     continue
                 outcome.stop_reason = response.stop_reason or "end_turn"
                 if calls:  # tool_use blocks with another stop reason (e.g. max_tokens): answer them
-                    await _answer_unrun(
-                        calls, hooks, conversation, "The reply was cut off before this tool ran."
-                    )
+                    _answer_unrun(calls, history, "The reply was cut off before this tool ran.")
                 return outcome
             pending_calls = [
                 ToolCallRecord(id=c["id"], name=c["name"], input=c.get("input") or {}) for c in calls
@@ -131,8 +127,7 @@ async def run_tool_loop(
             outcome.tool_calls.extend(pending_calls)
             results = [_result_block(record) for record in pending_calls]
             pending_calls = []
-            conversation.messages.append({"role": "user", "content": results})
-            await hooks.persist(MessageEntry(role="user", content=results))
+            history.append(MessageEntry(role="user", content=results))
         outcome.stop_reason = "max_turns"
         return outcome
     except asyncio.CancelledError:
@@ -145,14 +140,16 @@ async def run_tool_loop(
                 if not record.output and not record.is_error:
                     record.output, record.is_error = ABORTED_TOOL_MESSAGE, True
             outcome.tool_calls.extend(pending_calls)
-            results = [_result_block(record) for record in pending_calls]
-            conversation.messages.append({"role": "user", "content": results})
-            await hooks.persist(MessageEntry(role="user", content=results))
+            history.append(
+                MessageEntry(role="user", content=[_result_block(record) for record in pending_calls])
+            )
         elif partial and "".join(partial).strip():
             text = "".join(partial)
-            content = [{"type": "text", "text": text}]
-            conversation.messages.append({"role": "assistant", "content": content})
-            await hooks.persist(MessageEntry(role="assistant", content=content, stop_reason="aborted"))
+            history.append(
+                MessageEntry(
+                    role="assistant", content=[{"type": "text", "text": text}], stop_reason="aborted"
+                )
+            )
             outcome.text = text
         return outcome
 
@@ -228,11 +225,8 @@ def _result_block(record: ToolCallRecord) -> dict[str, Any]:
     return block
 
 
-async def _answer_unrun(
-    calls: list[dict[str, Any]], hooks: LoopHooks, conversation: Conversation, reason: str
-) -> None:
+def _answer_unrun(calls: list[dict[str, Any]], history: History, reason: str) -> None:
     results = [
         {"type": "tool_result", "tool_use_id": c["id"], "is_error": True, "content": reason} for c in calls
     ]
-    conversation.messages.append({"role": "user", "content": results})
-    await hooks.persist(MessageEntry(role="user", content=results))
+    history.append(MessageEntry(role="user", content=results))

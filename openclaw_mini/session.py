@@ -15,11 +15,12 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Iterable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -27,10 +28,11 @@ from .errors import SessionKeyError
 from .transcript import (
     ENTRY_ADAPTER,
     ENTRY_LIST_ADAPTER,
+    AnyEntry,
     CompactionEntry,
-    CustomEntry,
-    MessageEntry,
+    HistoryBuilder,
     SessionHeader,
+    locate_compaction,
 )
 
 try:  # POSIX file locks; elsewhere appends are not locked across processes.
@@ -41,6 +43,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = [
     "LiveSession",
     "LoadedSession",
+    "SessionCache",
     "SessionInfo",
     "SessionKey",
     "SessionKeyError",
@@ -50,7 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AnyEntry = MessageEntry | CompactionEntry | CustomEntry
 _AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SEGMENT = re.compile(r"^[a-z0-9_.@+\-]{1,128}$")
 
@@ -118,6 +120,8 @@ class LoadedSession:
     header: SessionHeader | None
     entries: list[AnyEntry]
     warnings: list[str] = field(default_factory=list)
+    parsed_bytes: int = 0
+    """Bytes of the lines parsed (the active part only, with `active_only`)."""
 
 
 @dataclass
@@ -221,6 +225,7 @@ class SessionStore:
                     if compaction is not None and compaction[0] < first:
                         loaded.entries.append(compaction[1])  # the summary still leads the history
         body = lines[first:]
+        loaded.parsed_bytes = sum(len(line) + 1 for line in body)
         try:
             # Fast path: one pydantic-core call parses and validates the whole file.
             loaded.entries.extend(ENTRY_LIST_ADAPTER.validate_json(b"[" + b",".join(body) + b"]"))
@@ -294,29 +299,34 @@ class SessionStore:
 
 
 def _active_range(lines: list[bytes]) -> tuple[int, tuple[int, CompactionEntry] | None]:
-    """Where the model's view starts: the latest compaction's first kept line (0 without one),
-    and that compaction (line index and entry).
+    """Where the model's view starts in raw lines: the latest compaction's first kept line (the
+    compaction line itself when it kept nothing; 0 when its kept line is missing, so nothing is
+    lost), and that compaction (line index and entry).
 
     A byte search finds candidates (JSON escapes quotes inside strings, so message text cannot
     fake the marker); each candidate is validated before it is trusted.
     """
-    for index in range(len(lines) - 1, -1, -1):
+
+    def compaction_at(index: int) -> CompactionEntry | None:
         if b'"type":"compaction"' not in lines[index]:
-            continue
+            return None
         try:
             entry = ENTRY_ADAPTER.validate_json(lines[index])
         except ValueError:
-            continue
-        if not isinstance(entry, CompactionEntry):
-            continue
-        if entry.first_kept_id is None:
-            return index, (index, entry)
-        needle = b'{"id":"' + entry.first_kept_id.encode() + b'"'
-        for kept in range(index - 1, -1, -1):
-            if lines[kept].startswith(needle):
-                return kept, (index, entry)
-        return 0, (index, entry)  # the kept entry is missing: read everything rather than lose history
-    return 0, None
+            return None
+        return entry if isinstance(entry, CompactionEntry) else None
+
+    found = locate_compaction(
+        len(lines),
+        compaction_at,
+        lambda i, entry_id: lines[i].startswith(b'{"id":"' + entry_id.encode() + b'"'),
+    )
+    if found is None:
+        return 0, None
+    index, kept, entry = found
+    if kept is not None:
+        return kept, (index, entry)
+    return (index if entry.first_kept_id is None else 0), (index, entry)
 
 
 _USER_TURN = b'"type":"message","role":"user"'
@@ -345,47 +355,60 @@ def _size(path: Path) -> int:
         return 0
 
 
-@dataclass
 class LiveSession:
-    """A session held in memory between runs: its entries, the API history built from them once,
-    and an ordered background writer, so the loop never waits on the disk between steps."""
+    """A session held in memory between runs: its entries, the API history built from them, and
+    an ordered background writer, so the loop never waits on the disk between steps.
 
-    store: SessionStore
-    key: SessionKey
-    entries: list[AnyEntry]
-    messages: list[dict[str, Any]]
-    file_size: int = 0
-    """The transcript's size after our last write; another value on disk means another writer."""
-    last_context_tokens: int | None = None
-    """Tokens the API reported for the last request (and reply) ..."""
-    messages_at_usage: int = 0
-    """... and how many leading messages that report covered."""
-    flushed_this_cycle: bool = False
-    warnings: list[str] = field(default_factory=list)
-    _pending: list[AnyEntry] = field(default_factory=list)
-    _writer: asyncio.Task[None] | None = None
-    _write_error: BaseException | None = None
-    _sized: list[tuple[dict[str, Any], int]] = field(default_factory=list)
-    _sized_chars: int = 0
+    `append(entry)` is the one write path: it links the entry to the previous one, adds it to the
+    entries, folds it into the API history (`HistoryBuilder`, the same code a reload uses) and
+    queues it for the disk.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore,
+        key: SessionKey,
+        entries: list[AnyEntry] | None = None,
+        *,
+        file_size: int = 0,
+        held_bytes: int = 0,
+        warnings: list[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.entries: list[AnyEntry] = entries if entries is not None else []
+        self.file_size = file_size
+        """The transcript's size after our last write; another value on disk means another writer."""
+        self.held_bytes = held_bytes
+        """Transcript bytes this session holds in memory (what a bounded cache weighs)."""
+        self.warnings: list[str] = warnings if warnings is not None else []
+        self._history = HistoryBuilder.from_entries(self.entries)
+        self._pending: list[AnyEntry] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._write_error: BaseException | None = None
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The API history (the same list object until a compaction replaces it)."""
+        return self._history.view()
 
     @property
     def last_id(self) -> str | None:
         return self.entries[-1].id if self.entries else None
 
-    def record(self, entry: AnyEntry) -> None:
-        """Add an entry now and queue it for the disk (a single writer keeps the order)."""
+    @property
+    def writing(self) -> bool:
+        return bool(self._pending) or (self._writer is not None and not self._writer.done())
+
+    def append(self, entry: AnyEntry) -> None:
+        """Add an entry to the history now and queue it for the disk (one writer keeps the order)."""
         entry.parent_id = self.last_id
         self.entries.append(entry)
+        if isinstance(entry, CompactionEntry):
+            self._history = HistoryBuilder.from_entries(self.entries)
+        else:
+            self._history.add(entry)
         self._pending.append(entry)
-        if isinstance(entry, MessageEntry) and entry.role == "assistant" and entry.usage:
-            usage = entry.usage
-            self.last_context_tokens = (
-                usage.get("input_tokens", 0)
-                + usage.get("cache_creation_input_tokens", 0)
-                + usage.get("cache_read_input_tokens", 0)
-                + usage.get("output_tokens", 0)
-            )
-            self.messages_at_usage = len(self.messages)  # the loop appends before it records
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
 
@@ -398,45 +421,74 @@ class LiveSession:
                 self._write_error = exc
                 self._pending[:0] = batch
                 return
+            self.held_bytes += after - before
             # Another process wrote in between: keep going, but reload on the next run.
             self.file_size = after if before == self.file_size else -1
 
     async def flush(self) -> None:
-        """Wait until every recorded entry is on disk (shielded: a cancelled run still flushes)."""
+        """Wait until every appended entry is on disk (shielded: a cancelled run still flushes)."""
         while self._writer is not None and not self._writer.done():
             await asyncio.shield(self._writer)
         if self._write_error is not None:
             error, self._write_error = self._write_error, None
             raise error
 
-    def append_user(self, content: list[dict[str, Any]]) -> None:
-        """Add a user message to the API history, merging into a trailing user message."""
-        if self.messages and self.messages[-1]["role"] == "user":
-            last = self.messages[-1]
-            self.messages[-1] = {"role": "user", "content": [*last["content"], *content]}
-        else:
-            self.messages.append({"role": "user", "content": content})
 
-    def history_chars(self) -> int:
-        """Weighted chars of `messages` as pruning counts them, measuring only what is new.
+V = TypeVar("V")
 
-        The loop only appends; a merge replaces the last message and compaction the whole list,
-        which the identity checks below notice (then everything is measured again, once).
-        """
-        from .context.tokens import MESSAGE_OVERHEAD_CHARS, content_chars
 
-        messages, sized = self.messages, self._sized
-        count = len(sized)
-        if count and (
-            count > len(messages) or sized[0][0] is not messages[0] or sized[-1][0] is not messages[count - 1]
-        ):
-            sized.clear()
-            self._sized_chars = count = 0
-        for message in messages[count:]:
-            chars = content_chars(message.get("content")) + MESSAGE_OVERHEAD_CHARS
-            sized.append((message, chars))
-            self._sized_chars += chars
-        return self._sized_chars
+class SessionCache(Generic[V]):
+    """Sessions kept in memory between runs, bounded by count and by transcript bytes.
+
+    Least recently used first out; a value that `pinned` says is in use (a running turn, an
+    unflushed writer) is never evicted, so the bounds can be exceeded only while that many runs
+    are in flight. An evicted session is simply loaded from disk again on its next run.
+    """
+
+    def __init__(
+        self, *, max_sessions: int, max_bytes: int, weigh: Callable[[V], int], pinned: Callable[[str], bool]
+    ) -> None:
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
+        self._weigh = weigh
+        self._pinned = pinned
+        self._items: OrderedDict[str, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def get(self, key: str) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        self.trim()
+
+    def pop(self, key: str) -> V | None:
+        return self._items.pop(key, None)
+
+    def values(self) -> list[V]:
+        return list(self._items.values())
+
+    def held_bytes(self) -> int:
+        return sum(self._weigh(value) for value in self._items.values())
+
+    def trim(self) -> None:
+        """Evict least recently used, unpinned sessions until both bounds hold again."""
+        total = self.held_bytes() if self.max_bytes else 0
+        for key in list(self._items):
+            if len(self._items) <= self.max_sessions and total <= self.max_bytes:
+                return
+            if self._pinned(key):
+                continue
+            total -= self._weigh(self._items.pop(key))
 
 
 class SessionLanes:

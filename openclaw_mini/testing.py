@@ -83,7 +83,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 NO_REPLY_MESSAGE = "FakeAnthropicServer: no scripted reply left for this request"
-_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 _MAX_JSON_PIECES = 32
 """Tool input JSON is split into at most this many deltas, so a large input stays a few events."""
 
@@ -746,7 +745,7 @@ class ScriptedModel:
         yield ModelResponse(
             content=copy.deepcopy(reply.content),
             stop_reason=reply.stop_reason,
-            usage=Usage(**{key: int(usage.get(key, 0)) for key in _USAGE_KEYS}),
+            usage=Usage.from_dict(usage),
             model=request.model,
         )
 

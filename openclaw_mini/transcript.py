@@ -7,6 +7,7 @@ included), so a history is always valid to send back. Conversion is one linear p
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -14,12 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "TRANSCRIPT_VERSION",
+    "AnyEntry",
     "CompactionEntry",
     "CustomEntry",
     "Entry",
+    "HistoryBuilder",
     "MessageEntry",
     "SessionHeader",
+    "active_start",
     "build_messages",
+    "locate_compaction",
     "new_entry_id",
     "now_iso",
     "sendable_blocks",
@@ -27,6 +32,7 @@ __all__ = [
 ]
 
 TRANSCRIPT_VERSION = 1
+INTERRUPTED_TOOL_MESSAGE = "The tool call was interrupted before it returned a result."
 COMPACTION_PREFIX = "The conversation history before this point was compacted into the following summary:\n\n"
 
 
@@ -122,113 +128,158 @@ def _user(content: list[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "user", "content": content}
 
 
-def build_messages(entries: list[MessageEntry | CompactionEntry | CustomEntry]) -> list[dict[str, Any]]:
-    """Messages API history from transcript entries, in one linear pass.
+def _interrupted(tool_ids: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"type": "tool_result", "tool_use_id": tool_id, "is_error": True, "content": INTERRUPTED_TOOL_MESSAGE}
+        for tool_id in tool_ids
+    ]
 
-    Starts at the latest compaction (its summary, then entries from its first kept id), merges
-    consecutive same-role messages so roles alternate even after a failed run, closes any
-    `tool_use` left without a result (a crash mid-tool) with a synthetic error result, and drops
-    orphan `tool_result` blocks whose call was compacted away.
+
+AnyEntry = MessageEntry | CompactionEntry | CustomEntry
+
+
+def locate_compaction(
+    count: int,
+    compaction_at: Callable[[int], CompactionEntry | None],
+    has_id: Callable[[int, str], bool],
+) -> tuple[int, int | None, CompactionEntry] | None:
+    """The latest compaction of a history: (its index, the index of its first kept entry, the entry).
+
+    The one search for "where the active history starts", over anything indexable: parsed
+    entries here and in compaction, raw JSONL lines when a session loads. The kept index is None
+    when the compaction kept nothing or its kept entry is missing; each caller decides what that
+    means for it. One backwards pass.
     """
-    start = 0
-    summary: str | None = None
-    for index in range(len(entries) - 1, -1, -1):
+    for index in range(count - 1, -1, -1):
+        entry = compaction_at(index)
+        if entry is None:
+            continue
+        kept: int | None = None
+        if entry.first_kept_id is not None:
+            kept = next((k for k in range(index - 1, -1, -1) if has_id(k, entry.first_kept_id)), None)
+        return index, kept, entry
+    return None
+
+
+def active_start(entries: Sequence[AnyEntry]) -> tuple[int, CompactionEntry | None]:
+    """Where the model's view starts (the latest compaction's first kept entry, else just after
+    the compaction, else 0) and that compaction."""
+
+    def compaction_at(index: int) -> CompactionEntry | None:
         entry = entries[index]
-        if isinstance(entry, CompactionEntry):
-            summary = entry.summary
-            start = index + 1
-            if entry.first_kept_id is not None:
-                for kept_index in range(index - 1, -1, -1):
-                    if entries[kept_index].id == entry.first_kept_id:
-                        start = kept_index
-                        break
-            break
+        return entry if isinstance(entry, CompactionEntry) else None
 
-    messages: list[dict[str, Any]] = []
-    if summary is not None:
-        messages.append(_user([{"type": "text", "text": COMPACTION_PREFIX + summary}]))
+    found = locate_compaction(len(entries), compaction_at, lambda i, entry_id: entries[i].id == entry_id)
+    if found is None:
+        return 0, None
+    index, kept, compaction = found
+    return (kept if kept is not None else index + 1), compaction
 
-    pending_tool_ids: list[str] = []
-    known_tool_ids: set[str] = set()
 
-    def push(role: str, blocks: list[dict[str, Any]]) -> None:
+class HistoryBuilder:
+    """Messages API history built one transcript entry at a time.
+
+    `add(entry)` applies the rules that turn entries into API messages: consecutive same-role
+    messages merge (a paused turn continues as one assistant message; a user turn after a failed
+    run joins the previous one), a `tool_use` left without a result is closed with a synthetic
+    error result when the history moves on, and an orphan `tool_result` (its call compacted away)
+    is dropped. A live session and a reload share this one code path, so they cannot drift apart;
+    `build_messages` is a fold over it. Compaction entries are the caller's: start a new builder
+    with the summary (see `HistoryBuilder.from_entries`).
+    """
+
+    __slots__ = ("_known", "_pending", "messages")
+
+    def __init__(self, summary: str | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._pending: list[str] = []
+        self._known: set[str] = set()
+        if summary is not None:
+            self.messages.append(_user([{"type": "text", "text": COMPACTION_PREFIX + summary}]))
+
+    @classmethod
+    def from_entries(cls, entries: Sequence[AnyEntry]) -> HistoryBuilder:
+        """A builder holding the active part of `entries` (from the latest compaction on)."""
+        start, compaction = active_start(entries)
+        builder = cls(compaction.summary if compaction is not None else None)
+        for entry in entries[start:]:
+            builder.add(entry)
+        return builder
+
+    def add(self, entry: AnyEntry) -> None:
+        """Apply one entry; only the last message ever changes (or one is appended)."""
+        if isinstance(entry, MessageEntry):
+            if entry.role == "assistant":
+                self._add_assistant(entry.content)
+            else:
+                self._add_user(entry.content)
+        elif isinstance(entry, CustomEntry) and entry.message:
+            self.close()
+            self._push("user", [{"type": "text", "text": entry.message}])
+
+    def close(self) -> None:
+        """Answer every pending `tool_use` with an 'interrupted' error result."""
+        if self._pending:
+            self._push("user", _interrupted(self._pending))
+            self._pending = []
+
+    def view(self) -> list[dict[str, Any]]:
+        """The history as it may be sent now: `messages` itself, or a copy with pending calls closed."""
+        if not self._pending:
+            return self.messages
+        clone = HistoryBuilder()
+        clone.messages, clone._pending = list(self.messages), list(self._pending)
+        clone.close()
+        return clone.messages
+
+    def _add_assistant(self, content: list[dict[str, Any]]) -> None:
+        self.close()
+        # Thinking blocks are kept verbatim: the API accepts them in history as returned.
+        blocks = sendable_blocks(content)
+        for block in blocks:
+            if block.get("type") == "tool_use":
+                self._pending.append(block["id"])
+                self._known.add(block["id"])
+        if not self.messages:
+            self.messages.append(_user([{"type": "text", "text": "(continued)"}]))
+        self._push("assistant", blocks)
+
+    def _add_user(self, content: list[dict[str, Any]]) -> None:
+        blocks: list[dict[str, Any]] = []
+        answered = False
+        for block in content:
+            if block.get("type") == "tool_result":
+                tool_id = block.get("tool_use_id")
+                if tool_id not in self._known or tool_id not in self._pending:
+                    continue  # orphan (compacted away) or answered twice
+                self._pending.remove(tool_id)
+                answered = True
+            blocks.append(block)
+        if self._pending and not answered:
+            self.close()
+        elif self._pending:  # partial results: close the rest in this same message
+            blocks.extend(_interrupted(self._pending))
+            self._pending = []
+        self._push("user", blocks)
+
+    def _push(self, role: str, blocks: list[dict[str, Any]]) -> None:
         if not blocks:
             return
+        messages = self.messages
         if messages and messages[-1]["role"] == role:
-            merged = list(messages[-1]["content"])
-            if role == "user":
-                # tool_result blocks must come first in a user message.
-                results = [b for b in merged + blocks if b.get("type") == "tool_result"]
-                others = [b for b in merged + blocks if b.get("type") != "tool_result"]
-                merged = results + others
-            else:
-                merged.extend(blocks)
-            messages[-1] = {"role": role, "content": merged}
+            merged = [*messages[-1]["content"], *blocks]
+            if role == "user":  # tool_result blocks must come first in a user message
+                merged = [b for b in merged if b.get("type") == "tool_result"] + [
+                    b for b in merged if b.get("type") != "tool_result"
+                ]
+            messages[-1] = {"role": role, "content": merged}  # a new dict: views stay valid
         else:
             messages.append({"role": role, "content": list(blocks)})
 
-    def close_pending() -> None:
-        if pending_tool_ids:
-            push(
-                "user",
-                [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": tool_id,
-                        "is_error": True,
-                        "content": "The tool call was interrupted before it returned a result.",
-                    }
-                    for tool_id in pending_tool_ids
-                ],
-            )
-            pending_tool_ids.clear()
 
-    for entry in entries[start:]:
-        if isinstance(entry, MessageEntry):
-            if entry.role == "assistant":
-                close_pending()
-                # Thinking blocks are only valid in the latest assistant turn's position,
-                # but the API accepts them verbatim in history: keep them as returned.
-                blocks = sendable_blocks(entry.content)
-                for block in blocks:
-                    if block.get("type") == "tool_use":
-                        pending_tool_ids.append(block["id"])
-                        known_tool_ids.add(block["id"])
-                if not messages:
-                    messages.append(_user([{"type": "text", "text": "(continued)"}]))
-                push("assistant", blocks)
-            else:
-                blocks = []
-                for block in entry.content:
-                    if block.get("type") == "tool_result":
-                        tool_id = block.get("tool_use_id")
-                        if tool_id not in known_tool_ids:
-                            continue
-                        if tool_id in pending_tool_ids:
-                            pending_tool_ids.remove(tool_id)
-                        else:
-                            continue
-                    blocks.append(block)
-                if pending_tool_ids and not any(b.get("type") == "tool_result" for b in blocks):
-                    close_pending()
-                elif pending_tool_ids:
-                    # Partial results: close the rest in this same message.
-                    blocks = [
-                        *blocks,
-                        *(
-                            {
-                                "type": "tool_result",
-                                "tool_use_id": tool_id,
-                                "is_error": True,
-                                "content": "The tool call was interrupted before it returned a result.",
-                            }
-                            for tool_id in pending_tool_ids
-                        ),
-                    ]
-                    pending_tool_ids.clear()
-                push("user", blocks)
-        elif isinstance(entry, CustomEntry) and entry.message:
-            close_pending()
-            push("user", [{"type": "text", "text": entry.message}])
-    close_pending()
-    return messages
+def build_messages(entries: Sequence[AnyEntry]) -> list[dict[str, Any]]:
+    """Messages API history from transcript entries: a fold of `HistoryBuilder` over the active
+    part (from the latest compaction on), with any call left pending at the end closed."""
+    builder = HistoryBuilder.from_entries(entries)
+    builder.close()
+    return builder.messages

@@ -124,7 +124,9 @@ async def test_after_a_memory_flush_the_next_request_ends_with_a_user_turn(
     from openclaw_mini.transcript import build_messages
 
     key = agent.session_key("s")
-    live = agent._states[str(key)].messages
+    cached = agent._states.get(str(key))
+    assert cached is not None
+    live = cached.session.messages
     assert build_messages(agent.sessions.load_sync(key, active_only=True).entries) == live
     assert any(b["text"].startswith("[Housekeeping done") for m in live for b in m["content"] if "text" in b)
 

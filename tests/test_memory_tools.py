@@ -158,18 +158,19 @@ async def test_memory_write_errors(workspace: Path, ctx: ToolContext) -> None:
     assert not (workspace / "memory").exists()
 
 
-async def test_store_is_created_and_cached_when_extras_have_none(workspace: Path) -> None:
+async def test_store_is_created_and_kept_on_the_context_when_none_is_given(workspace: Path) -> None:
     write_note(workspace, "memory/2025-03-09.md", "- standalone tools still work\n")
     context = ToolContext(workspace=workspace, session_key="k", agent_id="main", sandbox=Sandbox(workspace))
     try:
         reply = json.loads(await memory_search.invoke({"query": "standalone"}, context))
         assert reply["results"][0]["path"] == "memory/2025-03-09.md"
-        cached = context.extras["memory"]
+        cached = context.memory
         assert isinstance(cached, MemoryStore)
         await memory_get.invoke({"path": "memory/2025-03-09.md"}, context)
-        assert context.extras["memory"] is cached
+        assert context.memory is cached
     finally:
-        context.extras["memory"].close()
+        assert context.memory is not None
+        context.memory.close()
 
 
 async def test_wrong_object_in_extras_is_a_tool_error(workspace: Path) -> None:

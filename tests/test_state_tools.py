@@ -40,7 +40,7 @@ async def ctx(tmp_path: Path) -> AsyncIterator[ToolContext]:
         workspace=workspace, session_key="agent:main:s1", agent_id="main", sandbox=Sandbox(workspace)
     )
     yield context
-    store = context.extras.get("state")
+    store = context.state
     if isinstance(store, WorldState):
         await store.aclose()
 
@@ -65,8 +65,8 @@ async def test_publish_merges_and_reports_the_entity(ctx: ToolContext) -> None:
     )
     assert second["entity"]["properties"] == {"temp": 21, "unit": "C"}
     assert second["eventId"] != first["eventId"]
-    store = ctx.extras["state"]
-    assert isinstance(store, EmbeddedWorldState)  # opened for the workspace and cached
+    store = ctx.state
+    assert isinstance(store, EmbeddedWorldState)  # opened for the workspace and kept on the context
     assert store.path == ctx.workspace / ".openclaw-mini" / "state.db"
     [latest, _] = await store.history("lab/s1")
     assert latest.source == "agent:main:s1" and latest.stream == "sensors.temp"

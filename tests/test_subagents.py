@@ -92,7 +92,7 @@ async def test_background_spawn_writes_into_the_parent_and_wakes_the_heartbeat(
         async def aclose(self) -> None:
             return None
 
-    agent._heartbeat = FakeHeartbeat()  # the real runner is covered by the heartbeat tests
+    agent._services.heartbeat.runner = FakeHeartbeat()  # type: ignore[assignment]  # the real runner: heartbeat tests
     result = await agent.run("s", "start it")
     assert "started in the background" in result.tool_calls[0].output
     await asyncio.wait_for(release.wait(), 10)

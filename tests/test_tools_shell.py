@@ -171,7 +171,8 @@ async def test_background_exec_returns_at_once_and_reports_completion(ctx: ToolC
     exec_id, code, tail = await asyncio.wait_for(done, 5)
     assert (exec_id, code) == (match.group(1), 4)
     assert tail == "built\n[stderr] warn"
-    manager = ctx.extras["exec_manager"]
+    manager = ctx.exec_manager
+    assert manager is not None
     assert isinstance(manager, ExecManager)
     job = manager.get(exec_id)
     assert job is not None and not job.running and job.outcome is not None
@@ -182,7 +183,8 @@ async def test_background_exec_with_sync_callback(ctx: ToolContext) -> None:
     calls: list[tuple[str, int, str]] = []
     ctx.extras["on_exec_complete"] = lambda *args: calls.append(args)
     await run(ctx, command="echo quick", background=True)
-    manager = ctx.extras["exec_manager"]
+    manager = ctx.exec_manager
+    assert manager is not None
     await asyncio.wait_for(asyncio.gather(*(job.task for job in manager.jobs() if job.task)), 5)
     assert [(code, tail) for _, code, tail in calls] == [(0, "quick")]
 
@@ -192,7 +194,8 @@ async def test_exec_manager_aclose_kills_running_background_groups(ctx: ToolCont
     ctx.extras["on_exec_complete"] = lambda *args: calls.append(args)
     marker = unique_sleep()
     await run(ctx, command=f"sleep {marker} & sleep {marker}", background=True)
-    manager = ctx.extras["exec_manager"]
+    manager = ctx.exec_manager
+    assert manager is not None
     await wait_until(lambda: len(live_processes_with(f"sleep {marker}")) == 2)
     assert len(manager.running()) == 1
     await asyncio.wait_for(manager.aclose(), 5)

@@ -20,7 +20,7 @@ from typing import Any
 from ..config import PruningConfig
 from .tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_CHARS, content_chars, weighted_chars
 
-__all__ = ["PruneResult", "prune_messages", "soft_trim_text"]
+__all__ = ["PruneResult", "Pruner", "prune_messages", "soft_trim_text"]
 
 
 @dataclass
@@ -98,83 +98,159 @@ def prune_messages(
 
     `fixed_tokens` is what the request carries besides the messages (system prompt, tool
     definitions): it counts towards the ratios but is never pruned. One linear pass when nothing
-    is over the thresholds.
+    is over the thresholds. A one-off `Pruner`: a session that grows uses one `Pruner` for life.
     """
-    total = fixed_tokens * CHARS_PER_TOKEN + MESSAGE_OVERHEAD_CHARS * len(messages)
-    for message in messages:
-        total += content_chars(message.get("content"))
-    tokens = -(-total // CHARS_PER_TOKEN)
-    result = PruneResult(messages=list(messages), tokens_before=tokens, tokens_after=tokens)
-    char_window = context_window_tokens * CHARS_PER_TOKEN
-    if not config.enabled or char_window <= 0 or total < char_window * config.soft_trim_ratio:
-        return result
+    return Pruner(context_window_tokens=context_window_tokens, config=config).prune(
+        messages, fixed_tokens=fixed_tokens
+    )
 
-    # Prunable range: after the first real user message, before the protected last assistants.
-    first_user = next((i for i, m in enumerate(messages) if _is_user_turn(m)), None)
-    if first_user is None:
-        return result
-    protect_from = len(messages)
-    if config.keep_last_assistants > 0:
-        seen = 0
-        for index in range(len(messages) - 1, -1, -1):
-            if messages[index].get("role") == "assistant":
-                seen += 1
-                if seen == config.keep_last_assistants:
-                    protect_from = index
-                    break
-        else:
-            return result  # not enough assistant turns yet: nothing is old
-    # [message index, block index, content size] of each prunable tool_result, oldest first.
-    candidates: list[list[int]] = []
-    for index in range(first_user + 1, protect_from):
-        message = messages[index]
-        content = message.get("content")
-        if message.get("role") != "user" or not isinstance(content, list):
-            continue
-        for block_index, block in enumerate(content):
-            if block.get("type") == "tool_result":
-                candidates.append([index, block_index, content_chars(block.get("content"))])
-    if not candidates:
-        return result
 
-    out = result.messages
-    copied: set[int] = set()
+class Pruner:
+    """Pruning of one growing history that costs, per request, what was added since the last one.
 
-    def replace(index: int, block_index: int, new_content: Any) -> None:
-        """Swap one block's content, copying the message and block (never the input's)."""
-        if index not in copied:
-            out[index] = {**out[index], "content": list(out[index]["content"])}
-            copied.add(index)
-        blocks = out[index]["content"]
-        blocks[block_index] = {**blocks[block_index], "content": new_content}
+    The history only grows at its end (a merge replaces the last message; a compaction replaces
+    the list, which is noticed by identity and starts over). Sizes are measured once per message;
+    tool results are soft-trimmed once, when they leave the protected tail; the hard clear moves
+    forward through the oldest results and never restores one, which also keeps the pruned prefix
+    stable for the prompt cache. The pruned list is shared with the caller and valid until the
+    next `prune` call (requests are sent before that).
+    """
 
-    saved = 0
-    min_chars = config.soft_trim_min_chars
-    for candidate in candidates:
-        index, block_index, size = candidate
-        if size <= min_chars:
-            continue  # the text's weighted size is at most this: too short to trim
-        trimmed = _trim_content(out[index]["content"][block_index].get("content"), config)
-        if trimmed is not None:
-            replace(index, block_index, trimmed)
-            new_size = content_chars(trimmed)
-            saved += size - new_size
-            candidate[2] = new_size
-            result.soft_trimmed += 1
+    def __init__(self, *, context_window_tokens: int, config: PruningConfig) -> None:
+        self.context_window_tokens = context_window_tokens
+        self.config = config
+        self._reset()
 
-    target = char_window * config.hard_clear_ratio
-    if total - saved >= target and sum(c[2] for c in candidates) >= config.min_prunable_chars:
-        placeholder = config.cleared_placeholder
+    def _reset(self) -> None:
+        self._source: list[dict[str, Any]] = []
+        """The messages seen so far (compared by identity)."""
+        self._out: list[dict[str, Any]] = []
+        """The pruned history: `_source` with changed messages copied."""
+        self._sizes: list[int] = []
+        self._total = 0
+        self._saved = 0
+        self._assistants: list[int] = []
+        self._first_user: int | None = None
+        self._scanned = 0
+        """Messages before this index have given their tool results to `_candidates`."""
+        self._candidates: list[list[int]] = []
+        """[message index, block index, current size] of each prunable tool result, oldest first."""
+        self._candidate_chars = 0
+        self._next_clear = 0
+        self._copied: set[int] = set()
+        self._soft_trimmed = 0
+        self._cleared = 0
+
+    def prune(self, messages: list[dict[str, Any]], *, fixed_tokens: int = 0) -> PruneResult:
+        self._sync(messages)
+        config = self.config
+        total = fixed_tokens * CHARS_PER_TOKEN + self._total
+        char_window = self.context_window_tokens * CHARS_PER_TOKEN
+        if config.enabled and char_window > 0 and total >= char_window * config.soft_trim_ratio:
+            self._collect(self._protect_from())
+            target = char_window * config.hard_clear_ratio
+            if total - self._saved >= target and self._candidate_chars >= config.min_prunable_chars:
+                self._hard_clear(total, target)
+        pruned = self._out if self._copied else self._source
+        return PruneResult(
+            messages=pruned,
+            soft_trimmed=self._soft_trimmed,
+            cleared=self._cleared,
+            chars_saved=self._saved,
+            tokens_before=-(-total // CHARS_PER_TOKEN),
+            tokens_after=-(-(total - self._saved) // CHARS_PER_TOKEN),
+        )
+
+    def _sync(self, messages: list[dict[str, Any]]) -> None:
+        """Take in what changed since the last call: new messages, or a replaced last one."""
+        source = self._source
+        seen = len(source)
+        if seen and (len(messages) < seen or messages[0] is not source[0]):
+            self._reset()
+            source, seen = self._source, 0
+        if seen and messages[seen - 1] is not source[seen - 1]:  # the last message was merged into
+            last = seen - 1
+            if last < self._scanned or last in self._copied:
+                self._reset()
+                source, seen = self._source, 0
+            else:
+                self._total -= self._sizes.pop()
+                source.pop()
+                self._out.pop()
+                if self._assistants and self._assistants[-1] == last:
+                    self._assistants.pop()
+                if self._first_user == last:
+                    self._first_user = None
+                seen = last
+        for index in range(seen, len(messages)):
+            message = messages[index]
+            size = content_chars(message.get("content")) + MESSAGE_OVERHEAD_CHARS
+            self._sizes.append(size)
+            self._total += size
+            source.append(message)
+            self._out.append(message)
+            if message.get("role") == "assistant":
+                self._assistants.append(index)
+            elif self._first_user is None and _is_user_turn(message):
+                self._first_user = index
+
+    def _protect_from(self) -> int:
+        """Start of the protected tail: the last `keep_last_assistants` assistant messages on."""
+        keep = self.config.keep_last_assistants
+        if keep <= 0:
+            return len(self._source)
+        if len(self._assistants) < keep:
+            return 0  # not enough assistant turns yet: nothing is old
+        return self._assistants[-keep]
+
+    def _collect(self, protect_from: int) -> None:
+        """Soft-trim the tool results that left the protected tail since the last call."""
+        if self._first_user is None:
+            return
+        config = self.config
+        for index in range(max(self._scanned, self._first_user + 1), protect_from):
+            message = self._source[index]
+            content = message.get("content")
+            if message.get("role") != "user" or not isinstance(content, list):
+                continue
+            for block_index, block in enumerate(content):
+                if block.get("type") != "tool_result":
+                    continue
+                size = content_chars(block.get("content"))
+                if size > config.soft_trim_min_chars:  # else too short to trim
+                    trimmed = _trim_content(block.get("content"), config)
+                    if trimmed is not None:
+                        self._replace(index, block_index, trimmed)
+                        new_size = content_chars(trimmed)
+                        self._saved += size - new_size
+                        size = new_size
+                        self._soft_trimmed += 1
+                self._candidates.append([index, block_index, size])
+                self._candidate_chars += size
+        self._scanned = max(self._scanned, protect_from)
+
+    def _hard_clear(self, total: int, target: float) -> None:
+        """Replace the oldest results by the placeholder until the history is under `target`."""
+        placeholder = self.config.cleared_placeholder
         placeholder_size = weighted_chars(placeholder)
-        for index, block_index, size in candidates:
-            if total - saved < target:
-                break
+        candidates = self._candidates
+        while self._next_clear < len(candidates) and total - self._saved >= target:
+            candidate = candidates[self._next_clear]
+            self._next_clear += 1
+            index, block_index, size = candidate
             if size <= placeholder_size:
                 continue
-            replace(index, block_index, placeholder)
-            saved += size - placeholder_size
-            result.cleared += 1
+            self._replace(index, block_index, placeholder)
+            self._saved += size - placeholder_size
+            self._candidate_chars -= size - placeholder_size
+            candidate[2] = placeholder_size
+            self._cleared += 1
 
-    result.chars_saved = saved
-    result.tokens_after = -(-(total - saved) // CHARS_PER_TOKEN)
-    return result
+    def _replace(self, index: int, block_index: int, new_content: Any) -> None:
+        """Swap one block's content, copying the message and block (never the input's)."""
+        out = self._out
+        if index not in self._copied:
+            out[index] = {**out[index], "content": list(out[index]["content"])}
+            self._copied.add(index)
+        blocks = out[index]["content"]
+        blocks[block_index] = {**blocks[block_index], "content": new_content}

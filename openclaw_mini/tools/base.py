@@ -13,16 +13,28 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..errors import ToolError
 
 if TYPE_CHECKING:
+    from ..memory import MemoryStore
+    from ..state import WorldState
     from .policy import Sandbox
+    from .sessions import SubagentHost
+    from .shell import ExecManager
 
-__all__ = ["Tool", "ToolContext", "ToolError", "ToolRegistry", "tool"]
+__all__ = ["HeartbeatHandle", "Tool", "ToolContext", "ToolError", "ToolRegistry", "tool"]
+
+
+class HeartbeatHandle(Protocol):
+    """What tools may do with the agent's heartbeat: wake it, and report a finished command."""
+
+    def request(self, reason: str = "requested") -> None: ...
+
+    def notify_exec(self, exec_id: str, exit_code: int | None, output_tail: str) -> None: ...
 
 
 @dataclass
@@ -39,9 +51,25 @@ class ToolContext:
     sandbox: Sandbox
     tool_use_id: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
-    """Subsystem handles (memory store, agent for sub-agents, heartbeat...) keyed by name."""
+    """Your own handles for your own tools (`Agent.extras`); the built-in services are the typed
+    fields below (for compatibility, the built-in tools still accept one here under its name)."""
     emit: Callable[[Any], None] | None = None
     """Sends a `RunEvent` to the run's stream (progress of long tools, sub-agents)."""
+    memory: MemoryStore | None = None
+    """The agent's memory store (None when memory is off)."""
+    subagents: SubagentHost | None = None
+    """Spawns sub-agents and reads this agent's sessions (None outside an agent or at max depth)."""
+    heartbeat: HeartbeatHandle | None = None
+    """Wakes the agent's heartbeat (a no-op handle while the heartbeat is not running)."""
+    exec_manager: ExecManager | None = None
+    """Background commands of this agent (closed with it)."""
+    state: WorldState | None = None
+    """The world state (None unless `enable_state`)."""
+
+    def service(self, name: str) -> Any:
+        """A built-in service by field name, falling back to the legacy `extras[name]`."""
+        value = getattr(self, name)
+        return value if value is not None else self.extras.get(name)
 
 
 ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]

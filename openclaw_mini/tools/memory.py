@@ -1,7 +1,7 @@
 """Memory tools: `memory_search`, `memory_get`, `memory_write`.
 
-They use the `MemoryStore` the Agent puts in `ctx.extras["memory"]`; without one (a tool used on
-its own) a store for `ctx.workspace` is created once and cached there, so whoever owns the extras
+They use the `MemoryStore` the Agent puts in `ctx.memory`; without one (a tool used on its own) a
+store for `ctx.workspace` is created once and kept on the context, so whoever owns the context
 should `close()` it. The store is synchronous, so every call runs in a worker thread. Replies are
 JSON text the model can read; refusals are `ToolError`s with a plain reason.
 """
@@ -34,19 +34,20 @@ _create_lock = threading.Lock()
 
 
 def memory_store(ctx: ToolContext) -> MemoryStore:
-    """The store in `ctx.extras["memory"]`, created for the workspace (and cached) when absent."""
-    store = ctx.extras.get("memory")
+    """The context's memory store; a tool used on its own (no agent) gets one for its workspace,
+    kept on that context (whoever made the context closes it)."""
+    store = ctx.service("memory")
     if store is None:
         with _create_lock:
-            store = ctx.extras.get("memory")
+            store = ctx.service("memory")
             if store is None:
                 try:
                     store = MemoryStore(ctx.workspace)
                 except (OSError, ValueError) as exc:
                     raise ToolError(f"Memory is not available for this workspace: {exc}") from None
-                ctx.extras["memory"] = store
+                ctx.memory = store
     if not isinstance(store, MemoryStore):
-        raise ToolError("Memory is not available: ctx.extras['memory'] is not a MemoryStore.")
+        raise ToolError("Memory is not available: the context's memory service is not a MemoryStore.")
     return store
 
 

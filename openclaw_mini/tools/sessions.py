@@ -2,31 +2,63 @@
 
 A sub-agent runs on `agent:<id>:subagent:<uuid>` with the sub-agent bootstrap allow-list (AGENTS.md
 and TOOLS.md) and a tool set no wider than its parent's. Depth is limited so a child cannot spawn
-without bound. The tools reach the parent agent through `ctx.extras["agent"]`; the agent module is
-never imported here (data flows down, not back up).
+without bound. The tools use the `SubagentHost` in `ctx.subagents`, a narrow typed view of the
+parent agent; the agent module is never imported here (data flows down, not back up).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import RunEvent
 from ..transcript import CompactionEntry, CustomEntry, MessageEntry, text_of
 from .base import Tool, ToolContext, ToolError, tool
 
-__all__ = ["SESSION_TOOLS"]
+if TYPE_CHECKING:
+    from ..session import SessionKey, SessionStore
+
+__all__ = ["SESSION_TOOLS", "Subagent", "SubagentHost"]
 
 log = logging.getLogger(__name__)
 _HISTORY_TEXT_LIMIT = 2_000
 
 
-def _parent(ctx: ToolContext) -> Any:
-    agent = ctx.extras.get("agent")
-    if agent is None:
+class Subagent(Protocol):
+    """A child agent: runs one task on its own session, then is closed by whoever spawned it."""
+
+    def new_subagent_key(self) -> str: ...
+
+    def stream(self, session: str, text: str) -> AsyncIterator[RunEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SubagentHost(Protocol):
+    """What the session tools may ask of the agent that runs them."""
+
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def sessions(self) -> SessionStore: ...
+
+    def session_key(self, session: str) -> SessionKey: ...
+
+    def spawn_child(self, tools: Sequence[str] | None = None) -> Subagent: ...
+
+    def track_background(self, task: asyncio.Task[None]) -> None: ...
+
+    async def deliver_subagent_result(self, session: str, note: str, *, data: dict[str, Any]) -> None: ...
+
+
+def _parent(ctx: ToolContext) -> SubagentHost:
+    host = ctx.subagents
+    if host is None:
         raise ToolError("Sub-agents need an Agent; this tool was called outside one.")
-    return agent
+    return host
 
 
 @tool(group="sessions")
@@ -52,7 +84,10 @@ async def sessions_spawn(
     parent = _parent(ctx)
     if not task.strip():
         raise ToolError("The task is empty: describe what the sub-agent should do.")
-    child = parent.spawn_child(tools=tools)
+    try:
+        child = parent.spawn_child(tools=tools)
+    except ValueError as exc:  # a tool the parent does not have, or the depth limit
+        raise ToolError(str(exc)) from None
     key = child.new_subagent_key()
     name = label or key.rsplit(":", 1)[-1][:8]
 
@@ -115,7 +150,7 @@ async def sessions_list(ctx: ToolContext, limit: int = 20) -> str:
         limit: How many sessions to show.
     """
     parent = _parent(ctx)
-    infos = await parent.sessions.list(parent.config.agent_id)
+    infos = await parent.sessions.list(parent.agent_id)
     if not infos:
         return "No sessions yet."
     lines = [

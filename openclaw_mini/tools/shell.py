@@ -383,7 +383,7 @@ class ExecJob:
 class ExecManager:
     """Registry of background commands; `aclose()` kills every group still running.
 
-    The Agent keeps one in `ctx.extras["exec_manager"]` and awaits `aclose()` when it closes.
+    The Agent creates one, hands it to tools as `ctx.exec_manager` and awaits `aclose()` when it closes.
     """
 
     def __init__(self) -> None:
@@ -507,15 +507,19 @@ async def exec_(
     if not background:
         outcome = await run_command(command, cwd, time_limit=timeout)
         return outcome.render()
-    manager = ctx.extras.setdefault("exec_manager", ExecManager())
+    manager = ctx.service("exec_manager")
+    if manager is None:  # a tool used on its own: the context's owner closes it
+        manager = ctx.exec_manager = ExecManager()
     if not isinstance(manager, ExecManager):
         raise ToolError(
-            "Background commands are unavailable: ctx.extras['exec_manager'] is not an ExecManager."
+            "Background commands are unavailable: the context's exec_manager is not an ExecManager."
         )
-    extras = ctx.extras
+    heartbeat, extras = ctx.heartbeat, ctx.extras
 
     async def notify(exec_id: str, exit_code: int, tail: str) -> None:
-        # Looked up at completion time, so a callback registered after the start still hears it.
+        if heartbeat is not None:
+            heartbeat.notify_exec(exec_id, exit_code, tail)
+        # A callback in extras is looked up at completion time, so one registered later still hears it.
         callback = extras.get("on_exec_complete")
         if callback is not None:
             result = callback(exec_id, exit_code, tail)

@@ -1,8 +1,8 @@
 """World-state tools: `state_publish`, `state_get`, `state_list`, `state_delete`.
 
-They use the `WorldState` the Agent puts in `ctx.extras["state"]`; without one, the store that
-`open_world_state(ctx.workspace)` picks (embedded, or remote when `FLUX_URL` is set) is created
-once and cached there, so whoever owns the extras closes it (`Agent.aclose` does). Replies are
+They use the `WorldState` the Agent puts in `ctx.state` (the Agent opens it and closes it); without
+one, the store that `open_world_state(ctx.workspace)` picks (embedded, or remote when `FLUX_URL` is
+set) is opened once and kept on the context, whose owner closes it. Replies are
 JSON text; failures are `ToolError`s the model can act on.
 """
 
@@ -31,16 +31,17 @@ STATE_LIST_MAX_CHARS = 30_000
 
 
 def state_store(ctx: ToolContext) -> WorldState:
-    """The store in `ctx.extras["state"]`, opened for the workspace (and cached) when absent."""
-    store = ctx.extras.get("state")
+    """The context's world state; a tool used on its own gets the workspace's store, kept on that
+    context (whoever made the context closes it)."""
+    store = ctx.service("state")
     if store is None:
         try:
             store = open_world_state(ctx.workspace)
         except ValueError as exc:  # a malformed FLUX_URL
             raise ToolError(f"The world state is not available: {exc}") from None
-        ctx.extras["state"] = store
+        ctx.state = store
     if not isinstance(store, WorldState):
-        raise ToolError("The world state is not available: ctx.extras['state'] is not a WorldState.")
+        raise ToolError("The world state is not available: the context's state service is not a WorldState.")
     return store
 
 
