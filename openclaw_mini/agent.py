@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from .config import (
     PruningConfig,
     build_config,
 )
-from .context.manager import ContextManager, SessionContext
+from .context.manager import ActiveSession, ContextManager
 from .errors import MissingAPIKeyError
 from .events import RunEvent, RunResult
 from .llm import AnthropicModel, Model, ModelError
@@ -35,6 +35,7 @@ from .loop import LoopHooks, run_tool_loop
 from .services import AgentServices
 from .session import LiveSession, SessionCache, SessionKey, SessionLanes, SessionStore
 from .subagents import Subagents
+from .tools import builtin_tools
 from .tools.base import Tool, ToolContext, ToolRegistry
 from .tools.policy import Sandbox, SandboxConfig, ToolPolicy
 from .transcript import CustomEntry, MessageEntry
@@ -54,14 +55,6 @@ __all__ = ["Agent", "MissingAPIKeyError"]
 log = logging.getLogger(__name__)
 
 _DONE = object()
-
-
-@dataclass
-class _Cached:
-    """A session kept between runs, with its context state."""
-
-    session: LiveSession
-    context: SessionContext
 
 
 class Agent:
@@ -107,31 +100,9 @@ class Agent:
         config: AgentConfig | None = None,
     ) -> None:
         model_name = model if isinstance(model, str) else getattr(model, "model_name", "custom")
-        values: dict[str, Any] = dict(
-            workspace_dir=workspace_dir,
-            agent_id=agent_id,
-            model=model_name,
-            api_key=api_key,
-            base_url=base_url,
-            max_turns=max_turns,
-            max_tokens=max_tokens,
-            max_retries=max_retries,
-            timeout_seconds=timeout_seconds,
-            thinking_budget_tokens=thinking_budget_tokens,
-            context_window_tokens=context_window_tokens,
-            tool_policy=tool_policy,
-            sandbox=sandbox,
-            enable_memory=enable_memory,
-            enable_context=enable_context,
-            enable_skills=enable_skills,
-            enable_heartbeat=enable_heartbeat,
-            enable_state=enable_state,
-            bootstrap=bootstrap,
-            pruning=pruning,
-            compaction=compaction,
-            timezone=timezone,
-            max_spawn_depth=max_spawn_depth,
-        )
+        # Every keyword named like an `AgentConfig` field is a setting (None: the default).
+        values: dict[str, Any] = {k: v for k, v in locals().items() if k in AgentConfig.model_fields}
+        values["model"] = model_name
         if config is not None:
             merged = config.model_dump()
             merged["api_key"] = config.api_key
@@ -177,7 +148,7 @@ class Agent:
         self.extras: dict[str, Any] = extras
         """Your own handles for your custom tools, passed as `ToolContext.extras`."""
         self._lanes = SessionLanes()
-        self._states: SessionCache[_Cached] = SessionCache(
+        self._states: SessionCache[ActiveSession] = SessionCache(
             max_sessions=config.session_cache_sessions,
             max_bytes=config.session_cache_bytes,
             weigh=lambda cached: cached.session.held_bytes,
@@ -186,7 +157,7 @@ class Agent:
         self._running: dict[str, asyncio.Task[RunResult]] = {}
         self._closed = False
         self._heartbeat: HeartbeatRunner | None = None
-        self._registry = ToolRegistry(self._builtin_tools())
+        self._registry = ToolRegistry(builtin_tools(config, can_spawn=depth < config.max_spawn_depth))
         for item in extra_tools:
             self._registry.add(item)
         self._skill_loader = None
@@ -218,35 +189,11 @@ class Agent:
             system_prompt_extra=system_prompt,
         )
 
-    def _builtin_tools(self) -> list[Tool]:
-        from .tools.files import FILE_TOOLS
-        from .tools.shell import SHELL_TOOLS
-
-        found: list[Tool] = [*FILE_TOOLS, *SHELL_TOOLS]
-        if self.config.enable_memory:
-            from .tools.memory import MEMORY_TOOLS
-
-            found.extend(MEMORY_TOOLS)
-        if self._depth < self.config.max_spawn_depth:
-            from .tools.sessions import SESSION_TOOLS
-
-            found.extend(SESSION_TOOLS)
-        if self.config.enable_state:
-            from .tools.state import STATE_TOOLS
-
-            found.extend(STATE_TOOLS)
-        return found
-
     @property
     def model(self) -> Model:
         """The model backend (an `AnthropicModel` unless one was passed in)."""
         if self._model is None:
-            self._model = AnthropicModel(
-                api_key=self.config.resolved_api_key,
-                base_url=self.config.resolved_base_url,
-                max_retries=self.config.max_retries,
-                timeout_seconds=self.config.timeout_seconds,
-            )
+            self._model = AnthropicModel.from_config(self.config)
         return self._model
 
     def _check_credentials(self) -> None:
@@ -389,29 +336,27 @@ class Agent:
     def _tool_context(
         self, session_key: str, emit: Callable[[RunEvent], None] | None = None
     ) -> Callable[[str], ToolContext]:
+        """Per call: what a tool may know of the run, and the typed services it may use."""
         services = self._services
-
-        def make(tool_use_id: str) -> ToolContext:
-            return ToolContext(
-                workspace=self.workspace,
-                session_key=session_key,
-                agent_id=self.config.agent_id,
-                sandbox=self._sandbox,
-                tool_use_id=tool_use_id,
-                extras=self.extras,
-                emit=emit,
-                memory=services.memory,
-                subagents=self._subagents,
-                heartbeat=services.heartbeat,
-                exec_manager=services.exec_manager,
-                state=services.state,
-            )
-
-        return make
+        make = functools.partial(
+            ToolContext,
+            workspace=self.workspace,
+            session_key=session_key,
+            agent_id=self.config.agent_id,
+            sandbox=self._sandbox,
+            extras=self.extras,
+            emit=emit,
+            memory=services.memory,
+            subagents=self._subagents,
+            heartbeat=services.heartbeat,
+            exec_manager=services.exec_manager,
+            state=services.state,
+        )
+        return lambda tool_use_id: make(tool_use_id=tool_use_id)
 
     # -- session state -------------------------------------------------------------------
 
-    async def _load(self, key: SessionKey) -> _Cached:
+    async def _load(self, key: SessionKey) -> ActiveSession:
         """The session and its context state, reused between runs unless another process
         appended to the file (or the bounded cache let it go)."""
         name = str(key)
@@ -433,7 +378,7 @@ class Agent:
             held_bytes=loaded.parsed_bytes,
             warnings=list(loaded.warnings),
         )
-        cached = _Cached(session, self._context.new_session(session))
+        cached = self._context.attach(session)
         self._states.put(name, cached)
         return cached
 
@@ -481,19 +426,10 @@ class Agent:
             raise ConfigError(
                 f"Sub-agents may not spawn further (max_spawn_depth={self.config.max_spawn_depth})."
             )
-        offered = {tool.name for tool in self.tools}
-        if tools is not None:
-            unknown = sorted(set(tools) - offered)
-            if unknown:
-                raise ConfigError(
-                    f"A sub-agent can only get tools this agent has; not available: {', '.join(unknown)}."
-                )
-        # Only names this agent offers (already through its policy and sandbox): never wider.
-        allowed = sorted(offered if tools is None else set(tools))
-        policy = ToolPolicy(allow=allowed, deny=list(self.config.tool_policy.deny))
+        policy = self.config.tool_policy.narrowed({tool.name for tool in self.tools}, tools)
         child = Agent.__new__(Agent)
         child.config = self.config.model_copy(update={"tool_policy": policy, "enable_heartbeat": False})
-        builtin = {tool.name for tool in self._builtin_tools()}
+        builtin = {tool.name for tool in builtin_tools(self.config, can_spawn=True)}
         child._setup(
             model=self.model,
             owns_model=False,
@@ -514,12 +450,9 @@ class Agent:
     def _heartbeat_runner(self, callback: Any = None, deliver: Any = None) -> HeartbeatRunner:
         from .heartbeat import HeartbeatRunner
 
+        config = self.heartbeat_config
         return HeartbeatRunner(
-            self.workspace,
-            self.heartbeat_config,
-            run_turn=self._heartbeat_turn,
-            callback=callback,
-            deliver=deliver,
+            self.workspace, config, run_turn=self._heartbeat_turn, callback=callback, deliver=deliver
         )
 
     @property

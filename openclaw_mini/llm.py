@@ -21,6 +21,8 @@ from .errors import ContextOverflowError, ModelError
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
+    from .config import AgentConfig
+
 __all__ = [
     "AnthropicModel",
     "ContextOverflowError",
@@ -208,6 +210,16 @@ class AnthropicModel:
     Retries (429, 5xx, 529 overloaded, connection errors) are the SDK's own, with its backoff and
     `retry-after` handling; `max_retries` sets how many.
     """
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> AnthropicModel:
+        """The client an agent with `config` uses (key and base URL from the environment if unset)."""
+        return cls(
+            api_key=config.resolved_api_key,
+            base_url=config.resolved_base_url,
+            max_retries=config.max_retries,
+            timeout_seconds=config.timeout_seconds,
+        )
 
     def __init__(
         self,

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ..tools.policy import Sandbox, ToolPolicy
     from .bootstrap import BootstrapLoader
 
-__all__ = ["ContextManager", "SessionContext"]
+__all__ = ["ActiveSession", "ContextManager", "SessionContext"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,14 @@ class SessionContext:
     """Usage reports of entries before this index are not used (read from disk: the request they
     measured was built by another process or an older configuration)."""
     flushed_this_cycle: bool
+
+
+@dataclass
+class ActiveSession:
+    """A session in memory with its context state: what an agent keeps between runs."""
+
+    session: LiveSession
+    context: SessionContext
 
 
 class _HiddenHistory:
@@ -119,15 +127,15 @@ class ContextManager:
         self._system_prompt_extra = system_prompt_extra
         self._bootstrap_loader: BootstrapLoader | None = None
 
-    def new_session(self, session: LiveSession) -> SessionContext:
-        """Context state for a session just loaded from disk."""
-        return SessionContext(
-            pruner=Pruner(
-                context_window_tokens=self.config.context_window_tokens, config=self.config.pruning
-            ),
+    def attach(self, session: LiveSession) -> ActiveSession:
+        """A session just loaded from disk, with fresh context state."""
+        pruner = Pruner(context_window_tokens=self.config.context_window_tokens, config=self.config.pruning)
+        state = SessionContext(
+            pruner=pruner,
             trusted_from=len(session.entries),
             flushed_this_cycle=flushed_since_compaction(session.entries),
         )
+        return ActiveSession(session, state)
 
     # -- the request -----------------------------------------------------------------------
 

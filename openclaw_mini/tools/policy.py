@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ToolRefused
+from ..errors import ConfigError, ToolRefused
 from .base import Tool
 
 __all__ = ["TOOL_GROUPS", "Sandbox", "SandboxConfig", "ToolPolicy", "ToolRefused"]
@@ -42,6 +42,18 @@ class ToolPolicy(BaseModel):
 
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
+
+    def narrowed(self, offered: set[str], requested: Iterable[str] | None) -> ToolPolicy:
+        """The policy of a sub-agent: only tools the parent offers (already through its policy and
+        sandbox), or the `requested` subset of them; never wider. The deny list carries over."""
+        if requested is not None:
+            unknown = sorted(set(requested) - offered)
+            if unknown:
+                raise ConfigError(
+                    f"A sub-agent can only get tools this agent has; not available: {', '.join(unknown)}."
+                )
+        allowed = sorted(offered if requested is None else set(requested))
+        return ToolPolicy(allow=allowed, deny=list(self.deny))
 
     def _matches(self, entries: Iterable[str], tool: Tool) -> bool:
         # Both sides lower-cased: a deny entry must not fail open for a tool named "DeleteRepo".
