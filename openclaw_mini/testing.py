@@ -57,6 +57,7 @@ from socketserver import TCPServer
 from types import TracebackType
 from typing import Any
 
+from .errors import ScriptError
 from .llm import (
     ModelEvent,
     ModelRequest,
@@ -72,6 +73,7 @@ __all__ = [
     "FakeAnthropicServer",
     "FakeReply",
     "RecordedRequest",
+    "ScriptError",
     "ScriptedModel",
     "demo_reply",
     "error_reply",
@@ -214,6 +216,22 @@ def error_reply(
         error_message=message if message is not None else _ERROR_MESSAGES.get(kind, kind),
         headers=headers,
     )
+
+
+def _describe_miss(number: int, messages: Any) -> str:
+    last = messages[-1] if isinstance(messages, list) and messages else {}
+    preview = json.dumps(last, ensure_ascii=False)[:120] if last else "(no messages)"
+    return f"request #{number}, last message {preview}"
+
+
+def _check_complete(owner: str, unused: int, misses: list[str]) -> None:
+    problems = []
+    if unused:
+        problems.append(f"{unused} scripted repl{'y was' if unused == 1 else 'ies were'} never used")
+    if misses:
+        problems.append(f"{len(misses)} request(s) found no reply left: " + "; ".join(misses[:5]))
+    if problems:
+        raise ScriptError(f"{owner}: " + ", and ".join(problems) + ".")
 
 
 def _exhausted_reply(message: str = NO_REPLY_MESSAGE) -> FakeReply:
@@ -544,6 +562,8 @@ class FakeAnthropicServer:
         self.port = port
         self.handler: Callable[[RecordedRequest], FakeReply | None] | None = None
         self.requests: list[RecordedRequest] = []
+        self.misses: list[str] = []
+        """Requests that found no scripted reply left (see `assert_complete`)."""
         self._replies: deque[FakeReply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -571,6 +591,11 @@ class FakeAnthropicServer:
         with self._lock:
             return len(self._replies)
 
+    def assert_complete(self) -> None:
+        """Raise `ScriptError` if a queued reply was never used or a request found none left."""
+        with self._lock:
+            _check_complete("FakeAnthropicServer", len(self._replies), list(self.misses))
+
     def queue(self, *replies: FakeReply) -> None:
         for position, reply in enumerate(replies):
             if not isinstance(reply, FakeReply):
@@ -583,6 +608,7 @@ class FakeAnthropicServer:
         with self._lock:
             self._replies.clear()
             self.requests.clear()
+            self.misses.clear()
         self.handler = None
 
     def start(self) -> FakeAnthropicServer:
@@ -676,6 +702,7 @@ class FakeAnthropicServer:
         with self._lock:
             if self._replies:
                 return self._replies.popleft()
+            self.misses.append(_describe_miss(len(self.requests), request.messages))
         return _exhausted_reply()
 
 
@@ -695,6 +722,8 @@ class ScriptedModel:
     ) -> None:
         self.handler = handler
         self.requests: list[ModelRequest] = []
+        self.misses: list[str] = []
+        """Requests that found no scripted reply (see `assert_complete`)."""
         self.closed = False
         self._replies: deque[FakeReply] = deque()
         self.queue(*replies)
@@ -712,7 +741,12 @@ class ScriptedModel:
     def reset(self) -> None:
         self._replies.clear()
         self.requests.clear()
+        self.misses.clear()
         self.handler = None
+
+    def assert_complete(self) -> None:
+        """Raise `ScriptError` if a queued reply was never used or a request found none left."""
+        _check_complete("ScriptedModel", len(self._replies), self.misses)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -724,7 +758,9 @@ class ScriptedModel:
                 return reply
         if self._replies:
             return self._replies.popleft()
-        return _exhausted_reply("ScriptedModel: no scripted reply left for this request")
+        miss = _describe_miss(len(self.requests), request.messages)
+        self.misses.append(miss)
+        raise ScriptError(f"ScriptedModel: no scripted reply left for {miss}")
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         self.requests.append(request)

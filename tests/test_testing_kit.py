@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -441,3 +442,43 @@ def test_thinking_reply_accepts_plain_text() -> None:
         {"type": "text", "text": "because"},
     ]
     assert reply.stop_reason == "end_turn"
+
+
+async def test_scripted_model_names_a_script_that_ran_out_or_was_left_over(tmp_path: Path) -> None:
+    from openclaw_mini import Agent
+    from openclaw_mini.errors import ScriptError
+
+    model = ScriptedModel([text_reply("one")])
+    async with Agent(workspace_dir=tmp_path, model=model) as agent:
+        assert (await agent.run("s", "first")).text == "one"
+        model.assert_complete()  # every reply used, no request left without one
+        with pytest.raises(ScriptError, match="no scripted reply left for request #2"):
+            await agent.run("s", "second")
+    with pytest.raises(ScriptError, match="1 request\\(s\\) found no reply left"):
+        model.assert_complete()
+    leftover = ScriptedModel([text_reply("a"), text_reply("b")])
+    with pytest.raises(ScriptError, match="2 scripted replies were never used"):
+        leftover.assert_complete()
+
+
+def test_fake_server_assert_complete_reports_unused_and_missing_replies() -> None:
+    import urllib.error
+    import urllib.request
+
+    from openclaw_mini.errors import ScriptError
+
+    with FakeAnthropicServer() as server:
+        server.queue(text_reply("unused"))
+        with pytest.raises(ScriptError, match="1 scripted reply was never used"):
+            server.assert_complete()
+        server.reset()
+        body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        request = urllib.request.Request(
+            f"{server.url}/v1/messages", data=json.dumps(body).encode(), method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=10)
+        assert answer.value.code == 400
+        answer.value.close()
+        with pytest.raises(ScriptError, match="found no reply left"):
+            server.assert_complete()

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..config import CompactionConfig
 from ..llm import Model, ModelError, ModelRequest, ModelResponse, Usage
-from ..transcript import COMPACTION_PREFIX, CompactionEntry, CustomEntry, MessageEntry
+from ..transcript import COMPACTION_PREFIX, CompactionEntry, CustomEntry, MessageEntry, active_start
 from .tokens import content_chars, estimate_messages_tokens, estimate_tokens, weighted_chars
 
 __all__ = [
@@ -150,20 +150,8 @@ def _is_user_turn(entry: AnyEntry) -> bool:
 
 def _active(entries: Sequence[AnyEntry]) -> tuple[list[AnyEntry], CompactionEntry | None]:
     """Entries the context is built from (as `build_messages` does) and the latest compaction."""
-    for index in range(len(entries) - 1, -1, -1):
-        entry = entries[index]
-        if isinstance(entry, CompactionEntry):
-            start = index + 1
-            if entry.first_kept_id is not None:
-                for kept_index in range(index - 1, -1, -1):
-                    if entries[kept_index].id == entry.first_kept_id:
-                        start = kept_index
-                        break
-            active: list[AnyEntry] = [
-                item for item in entries[start:] if not isinstance(item, CompactionEntry)
-            ]
-            return active, entry
-    return list(entries), None
+    start, latest = active_start(entries)
+    return [item for item in entries[start:] if not isinstance(item, CompactionEntry)], latest
 
 
 @dataclass
