@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import statistics
 import tempfile
@@ -49,7 +50,7 @@ async def _long_run(workspace: Path) -> tuple[float, float]:
         await agent.run("warm-up", "hi")
         result = await agent.run("bench", "go")
     assert len(result.tool_calls) == STEPS
-    gaps = [b - a for a, b in zip(STAMPS, STAMPS[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(STAMPS)]
     tenth = len(gaps) // 10
     return statistics.mean(gaps[:tenth]) * 1000, statistics.mean(gaps[-tenth:]) * 1000
 
