@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .config import AgentConfig
 
 __all__ = [
+    "ERROR_STATUS",
+    "USAGE_FIELDS",
     "AnthropicModel",
     "ContextOverflowError",
     "Model",
@@ -283,7 +285,7 @@ class AnthropicModel:
             message = _error_message(exc)
             status = exc.status_code
             if status < 400:  # an `error` event inside a 200 stream: its type tells the status
-                status = _STREAM_ERROR_STATUS.get(_error_type(exc), 500)
+                status = ERROR_STATUS.get(_error_type(exc), 500)
             if status in (401, 403):
                 message += " Check your API key (ANTHROPIC_API_KEY)."
             raise api_error(status, message) from exc
@@ -316,7 +318,7 @@ def _strip_cache_control(params: dict[str, Any]) -> None:
                     break
 
 
-_STREAM_ERROR_STATUS = {
+ERROR_STATUS: dict[str, int] = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "permission_error": 403,
@@ -326,6 +328,7 @@ _STREAM_ERROR_STATUS = {
     "api_error": 500,
     "overloaded_error": 529,
 }
+"""The Messages API's error types and their HTTP statuses (the fake server answers with the same)."""
 
 
 def _error_type(exc: Any) -> str:

@@ -59,6 +59,7 @@ from typing import Any
 
 from .errors import ScriptError
 from .llm import (
+    ERROR_STATUS,
     ModelEvent,
     ModelRequest,
     ModelResponse,
@@ -88,16 +89,7 @@ NO_REPLY_MESSAGE = "FakeAnthropicServer: no scripted reply left for this request
 _MAX_JSON_PIECES = 32
 """Tool input JSON is split into at most this many deltas, so a large input stays a few events."""
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
+_ERROR_TYPES = {status: kind for kind, status in ERROR_STATUS.items()}
 _ERROR_MESSAGES = {
     "invalid_request_error": "Invalid request",
     "authentication_error": "invalid x-api-key",
