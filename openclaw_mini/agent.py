@@ -41,14 +41,7 @@ from .tools.policy import Sandbox, SandboxConfig, ToolPolicy
 from .transcript import CustomEntry, MessageEntry
 
 if TYPE_CHECKING:
-    from .heartbeat import (
-        HeartbeatConfig,
-        HeartbeatOutcome,
-        HeartbeatRequest,
-        HeartbeatRunner,
-        HeartbeatStatus,
-        HeartbeatTurn,
-    )
+    from .heartbeat import HeartbeatConfig, HeartbeatOutcome, HeartbeatStatus
 
 __all__ = ["Agent", "MissingAPIKeyError"]
 
@@ -96,6 +89,7 @@ class Agent:
         heartbeat: HeartbeatConfig | dict[str, Any] | str | bool | None = None,
         timezone: str | None = None,
         max_spawn_depth: int | None = None,
+        tool_timeout_seconds: float | None = None,
         system_prompt: str | None = None,
         config: AgentConfig | None = None,
     ) -> None:
@@ -136,7 +130,6 @@ class Agent:
     ) -> None:
         """Every attribute an agent has, set in one place for the constructor and `spawn_child`."""
         config = self.config
-        self._heartbeat_config = heartbeat
         self._system_prompt_extra = system_prompt
         self._model = model
         self._owns_model = owns_model
@@ -156,7 +149,16 @@ class Agent:
         )
         self._running: dict[str, asyncio.Task[RunResult]] = {}
         self._closed = False
-        self._heartbeat: HeartbeatRunner | None = None
+        from .heartbeat.host import AgentHeartbeat  # the heartbeat package loads only when used
+
+        self._heartbeat = AgentHeartbeat(
+            self.workspace,
+            heartbeat,
+            timezone=config.timezone,
+            run=self.run,
+            busy=lambda session: self._lanes.busy(str(self.session_key(session))),
+            handle=self._services.heartbeat,
+        )
         self._registry = ToolRegistry(builtin_tools(config, can_spawn=depth < config.max_spawn_depth))
         for item in extra_tools:
             self._registry.add(item)
@@ -321,6 +323,7 @@ class Agent:
                 ),
                 max_turns=self.config.max_turns,
                 session_key=name,
+                tool_timeout=self.config.tool_timeout_seconds,
             )
         finally:
             await self._flush(session)
@@ -447,35 +450,10 @@ class Agent:
 
     # -- heartbeat -----------------------------------------------------------------------
 
-    def _heartbeat_runner(self, callback: Any = None, deliver: Any = None) -> HeartbeatRunner:
-        from .heartbeat import HeartbeatRunner
-
-        config = self.heartbeat_config
-        return HeartbeatRunner(
-            self.workspace, config, run_turn=self._heartbeat_turn, callback=callback, deliver=deliver
-        )
-
     @property
     def heartbeat_config(self) -> HeartbeatConfig:
-        """The heartbeat settings (`{}`, `False`, `0` or `"off"` turn it off; None means defaults),
-        with the agent's timezone when the heartbeat names none."""
-        from .heartbeat import HeartbeatConfig
-
-        config = HeartbeatConfig.coerce(self._heartbeat_config)
-        if self.config.timezone and not config.timezone:
-            config = config.model_copy(update={"timezone": self.config.timezone})
-        return config
-
-    async def _heartbeat_turn(self, prompt: str, tasks: Any, request: HeartbeatRequest) -> HeartbeatTurn:
-        """One heartbeat turn: a normal run on the heartbeat session (pruned and compacted like any
-        session). If a user turn holds that session's lane, report busy so the wake layer retries."""
-        from .heartbeat import HeartbeatBusy, HeartbeatTurn
-
-        session = request.session or self.heartbeat_config.session
-        if self._lanes.busy(str(self.session_key(session))):
-            raise HeartbeatBusy(f"session {session} is busy")
-        result = await self.run(session, prompt)
-        return HeartbeatTurn(text=result.text, tokens=result.usage.total_tokens)
+        """The heartbeat settings (`{}`, `False`, `0` or `"off"` turn it off; None means defaults)."""
+        return self._heartbeat.config
 
     def start_heartbeat(
         self,
@@ -489,35 +467,23 @@ class Agent:
         without one, the agent runs a heartbeat turn on the heartbeat session and hands replies
         that survive the `HEARTBEAT_OK` and duplicate filters to `deliver(text, request)`.
         """
-        if self._heartbeat is not None:
-            return
-        self._heartbeat = self._heartbeat_runner(callback, deliver)
-        self._heartbeat.start()
-        self._services.heartbeat.runner = self._heartbeat
+        self._heartbeat.start(callback, deliver)
 
     def request_heartbeat(self, reason: str = "requested") -> None:
         """Wake the heartbeat soon (requests within 250 ms coalesce into one run)."""
-        if self._heartbeat is None:
-            raise RuntimeError("The heartbeat is not running: call start_heartbeat() first.")
         self._heartbeat.request(reason)
 
     async def run_heartbeat_once(self, reason: str = "manual", *, force: bool = False) -> HeartbeatOutcome:
         """Run one heartbeat tick now (started or not). `force` skips the active-hours and
         HEARTBEAT.md checks."""
-        runner = self._heartbeat or self._heartbeat_runner()
-        return await runner.run_once(reason, force=force)
+        return await self._heartbeat.run_once(reason, force=force)
 
     def heartbeat_status(self) -> HeartbeatStatus:
         """Next run, active window, tasks and when each is due, and whether a tick now would run."""
-        runner = self._heartbeat or self._heartbeat_runner()
-        return runner.status()
+        return self._heartbeat.status()
 
     async def stop_heartbeat(self) -> None:
-        runner, self._heartbeat = self._heartbeat, None
-        if self._services.heartbeat.runner is runner:
-            self._services.heartbeat.runner = None
-        if runner is not None:
-            await runner.aclose()
+        await self._heartbeat.stop()
 
     # -- lifecycle -----------------------------------------------------------------------
 

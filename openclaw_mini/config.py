@@ -115,6 +115,9 @@ class AgentConfig(BaseModel):
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
     timezone: str | None = None
     """IANA timezone for dates in prompts and memory file names; default: the host's."""
+    tool_timeout_seconds: float = Field(120.0, gt=0)
+    """Every tool call's deadline unless the tool sets its own (`@tool(timeout_seconds=...)`); a call
+    past it becomes an error result and the run goes on."""
     max_spawn_depth: int = Field(1, ge=0)
     """How deep sub-agents may spawn sub-agents (1: the main agent may spawn, children may not)."""
     session_cache_sessions: int = Field(256, ge=1)

@@ -269,13 +269,32 @@ class AnthropicModel:
         return params
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        """Stream one reply. A stream that breaks before anything visible was produced (the
+        connection dropped, the body ended without `message_stop`, malformed events) is sent
+        again, up to `max_retries` times; after visible output it is a `ModelError`, never a
+        partial reply passed off as complete."""
+        attempt = 0
+        while True:
+            visible = False
+            try:
+                async for event in self._stream_once(request):
+                    visible = visible or isinstance(event, (TextDelta, ThinkingDelta))
+                    yield event
+                return
+            except _StreamBroken:
+                if visible or attempt >= self._max_retries:
+                    raise
+                attempt += 1
+
+    async def _stream_once(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         import anthropic
         import httpx2
 
         params = self.params_for(request)
+        where = self._base_url or "the Anthropic API"
         try:
             stream = await self.client.messages.create(**params, stream=True)
-            assembler = _StreamAssembler()
+            assembler = _StreamAssembler(where)
             async with stream:
                 async for event in stream:
                     for out in assembler.feed(event):
@@ -290,18 +309,26 @@ class AnthropicModel:
                 message += " Check your API key (ANTHROPIC_API_KEY)."
             raise api_error(status, message) from exc
         except anthropic.APIConnectionError as exc:
-            where = self._base_url or "the Anthropic API"
             raise ModelError(
                 f"Could not reach {where} ({exc}). Check ANTHROPIC_BASE_URL and your network connection.",
                 retryable=True,
             ) from exc
         except httpx2.TransportError as exc:  # raised while reading the stream: the SDK lets it through
-            where = self._base_url or "the Anthropic API"
-            raise ModelError(
-                f"The connection to {where} broke while the reply was streaming "
-                f"({type(exc).__name__}: {exc}).",
-                retryable=True,
+            detail = f"{type(exc).__name__}: {exc}"
+            raise _StreamBroken(
+                f"The connection to {where} broke while the reply was streaming ({detail})."
             ) from exc
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:  # malformed SSE data or events
+            raise _StreamBroken(
+                f"{where} sent a malformed reply stream ({type(exc).__name__}: {str(exc)[:200]})."
+            ) from exc
+
+
+class _StreamBroken(ModelError):
+    """The reply stream broke or ended early: retryable, and resent when nothing was shown yet."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
 
 
 def _strip_cache_control(params: dict[str, Any]) -> None:
@@ -349,12 +376,20 @@ def _error_message(exc: Any) -> str:
 class _StreamAssembler:
     """Builds the final message from raw SSE events, keeping thinking signatures intact."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: str = "the Anthropic API") -> None:
+        self.where = where
         self.blocks: dict[int, dict[str, Any]] = {}
         self.json_parts: dict[int, list[str]] = {}
+        self.open: set[int] = set()
         self.usage = Usage()
         self.stop_reason: str | None = None
         self.model = ""
+        self.stopped = False
+
+    def _block(self, index: int) -> dict[str, Any]:
+        if index not in self.open:
+            raise _StreamBroken(f"{self.where} sent an event for content block {index}, which is not open.")
+        return self.blocks[index]
 
     def feed(self, event: Any) -> list[ModelEvent]:
         kind = event.type
@@ -374,6 +409,7 @@ class _StreamAssembler:
             if block["type"] == "text":
                 block.pop("citations", None)
             self.blocks[event.index] = block
+            self.open.add(event.index)
             if block["type"] == "tool_use":
                 return [ToolUseStart(id=block["id"], name=block["name"])]
             if block["type"] == "text" and block.get("text"):
@@ -381,7 +417,7 @@ class _StreamAssembler:
             return []
         if kind == "content_block_delta":
             delta = event.delta
-            block = self.blocks[event.index]
+            block = self._block(event.index)
             if delta.type == "text_delta":
                 block["text"] = block.get("text", "") + delta.text
                 return [TextDelta(delta.text)]
@@ -394,6 +430,8 @@ class _StreamAssembler:
                 block["signature"] = block.get("signature", "") + delta.signature
             return []
         if kind == "content_block_stop":
+            self._block(event.index)
+            self.open.discard(event.index)
             parts = self.json_parts.pop(event.index, None)
             if parts is not None:
                 raw = "".join(parts)
@@ -407,6 +445,8 @@ class _StreamAssembler:
             if event.usage is not None:
                 self._take_usage(event.usage)
             return []
+        if kind == "message_stop":
+            self.stopped = True
         return []
 
     def _take_usage(self, usage: Any) -> None:
@@ -418,6 +458,13 @@ class _StreamAssembler:
                 setattr(self.usage, name, value)
 
     def finish(self) -> ModelResponse:
+        """The complete reply; a stream that ended without `message_stop` (or with a block left
+        open) was cut off, and its half-sent tool calls must never run."""
+        if not self.stopped or self.open:
+            raise _StreamBroken(
+                f"The reply stream from {self.where} ended before the message was complete "
+                f"(no {'message_stop' if not self.stopped else 'content_block_stop'})."
+            )
         content = [self.blocks[index] for index in sorted(self.blocks)]
         return ModelResponse(
             content=content, stop_reason=self.stop_reason, usage=self.usage, model=self.model

@@ -20,15 +20,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from .errors import ToolError, ToolRefused, ToolTimeout
 from .events import RunEvent, ToolCallRecord
 from .llm import ContextOverflowError, Model, ModelRequest, ModelResponse, TextDelta, ThinkingDelta, Usage
-from .tools.base import Tool, ToolContext, ToolError, render_tool_output
-from .tools.policy import Sandbox, ToolPolicy, ToolRefused
+from .tools.base import Tool, ToolContext, render_tool_output
+from .tools.policy import Sandbox, ToolPolicy
 from .transcript import AnyEntry, MessageEntry
 
 __all__ = ["History", "LoopHooks", "LoopOutcome", "run_tool_loop"]
 
 ABORTED_TOOL_MESSAGE = "The run was cancelled before this tool call finished."
+DEFAULT_TOOL_TIMEOUT = 120.0
 
 
 class History(Protocol):
@@ -70,6 +72,7 @@ async def run_tool_loop(
     hooks: LoopHooks,
     max_turns: int,
     session_key: str,
+    tool_timeout: float = DEFAULT_TOOL_TIMEOUT,
 ) -> LoopOutcome:
     outcome = LoopOutcome()
     overflow_retried = False
@@ -123,7 +126,7 @@ async def run_tool_loop(
             pending_calls = [
                 ToolCallRecord(id=c["id"], name=c["name"], input=c.get("input") or {}) for c in calls
             ]
-            await _run_tools(pending_calls, tools, policy, sandbox, hooks, session_key)
+            await _run_tools(pending_calls, tools, policy, sandbox, hooks, session_key, tool_timeout)
             outcome.tool_calls.extend(pending_calls)
             results = [_result_block(record) for record in pending_calls]
             pending_calls = []
@@ -178,6 +181,7 @@ async def _run_tools(
     sandbox: Sandbox,
     hooks: LoopHooks,
     session_key: str,
+    default_timeout: float,
 ) -> None:
     async def run_one(record: ToolCallRecord) -> None:
         hooks.emit(RunEvent("tool_start", session_key, tool=record))
@@ -191,12 +195,14 @@ async def _run_tools(
             sandbox.check_call(tool, policy)
             if "_invalid_json" in record.input:
                 raise ToolError("The tool input was not valid JSON; send the arguments again.")
-            output = render_tool_output(await tool.invoke(record.input, hooks.tool_context(record.id)))
+            deadline = tool.timeout_seconds or default_timeout
+            result = await _invoke(tool, record.input, hooks.tool_context(record.id), deadline)
+            output = render_tool_output(result)
             if isinstance(output, str):
                 record.output = output
             else:
                 record.output, record.output_blocks = _blocks_text(output), output
-        except (ToolError, ToolRefused) as exc:
+        except ToolError as exc:  # includes refusals and timeouts
             record.output, record.is_error = str(exc) or type(exc).__name__, True
         except asyncio.CancelledError:
             record.output, record.is_error = ABORTED_TOOL_MESSAGE, True
@@ -211,6 +217,30 @@ async def _run_tools(
         await run_one(calls[0])
     else:
         await asyncio.gather(*(run_one(record) for record in calls))
+
+
+async def _invoke(tool: Tool, arguments: dict[str, Any], context: ToolContext, deadline: float) -> Any:
+    """Call a tool under its deadline; a tool can neither hang the run nor end the process.
+
+    `SystemExit`/`KeyboardInterrupt` are caught here, in the task that runs the tool: a task that
+    lets them through re-raises them in the event loop, which ends the host program. A sync tool
+    past its deadline keeps its worker thread until it returns (Python cannot stop a thread).
+    """
+    try:
+        async with asyncio.timeout(deadline) as scope:
+            return await tool.invoke(arguments, context)
+    except TimeoutError:
+        if not scope.expired():
+            raise  # the tool's own TimeoutError: an ordinary tool failure
+        raise ToolTimeout(
+            f"The tool '{tool.name}' did not finish within its {deadline:g} s deadline and was stopped; "
+            "try a smaller request or another approach."
+        ) from None
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise ToolError(
+            f"The tool '{tool.name}' tried to end the process ({type(exc).__name__}"
+            f"{f' {exc}' if str(exc) else ''}); the call was stopped and the run goes on."
+        ) from None
 
 
 def _blocks_text(blocks: list[dict[str, Any]]) -> str:

@@ -121,6 +121,12 @@ class FakeReply:
     """Seconds between SSE events (or before a whole JSON answer): for slow-stream and cancel tests."""
     text_chunk_size: int = 8
     """Characters per text/thinking delta; 0 sends each block's text in one delta."""
+    end_stream_after: int | None = None
+    """Streamed answers only: send this many SSE events, then end the response cleanly, as a
+    proxy or a dropped upstream does (no `message_stop`)."""
+    raw_events: list[tuple[str, str]] | None = None
+    """Streamed answers only: these (event name, data text) pairs instead of the message's own
+    events, sent verbatim: for malformed-stream tests."""
 
     def __post_init__(self) -> None:
         if self.status < 400:
@@ -514,7 +520,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        chunks = [_chunk(name, data) for name, data in events]
+        if reply.raw_events is not None:
+            chunks = [_raw_chunk(name, data.encode()) for name, data in reply.raw_events]
+        else:
+            chunks = [_chunk(name, data) for name, data in events]
+        if reply.end_stream_after is not None:
+            chunks = chunks[: reply.end_stream_after]
         if reply.chunk_delay <= 0:
             self._write(b"".join(chunks) + b"0\r\n\r\n")
             return
@@ -537,7 +548,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _chunk(event: str, data: dict[str, Any]) -> bytes:
-    payload = b"event: " + event.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
+    return _raw_chunk(event, _dumps(data))
+
+
+def _raw_chunk(event: str, data: bytes) -> bytes:
+    payload = b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
     return b"%x\r\n%s\r\n" % (len(payload), payload)
 
 

@@ -317,6 +317,7 @@ class ContextManager:
                 ),
                 max_turns=FLUSH_MAX_TURNS,
                 session_key=name,
+                tool_timeout=self.config.tool_timeout_seconds,
             )
         except ModelError as exc:  # best effort: the user's turn goes on without the flush
             log.warning("memory flush on %s failed: %s", name, exc)

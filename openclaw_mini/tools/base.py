@@ -87,6 +87,8 @@ class Tool:
     """Policy group (`fs`, `runtime`, `memory`, `sessions`, `state`, `custom`): `group:<name>` in a policy."""
     context_param: str | None = None
     args_model: type[BaseModel] | None = None
+    timeout_seconds: float | None = None
+    """This tool's deadline; None: the agent's `tool_timeout_seconds`."""
 
     @property
     def summary(self) -> str:
@@ -158,7 +160,14 @@ def _docstring_parts(function: Callable[..., Any]) -> tuple[str, dict[str, str]]
     return "\n".join(description_lines).strip(), arg_docs
 
 
-def _build_tool(function: ToolFunction, *, name: str | None, description: str | None, group: str) -> Tool:
+def _build_tool(
+    function: ToolFunction,
+    *,
+    name: str | None,
+    description: str | None,
+    group: str,
+    timeout_seconds: float | None = None,
+) -> Tool:
     hints = get_type_hints(function, include_extras=True)
     signature = inspect.signature(function)
     doc_description, arg_docs = _docstring_parts(function)
@@ -190,6 +199,7 @@ def _build_tool(function: ToolFunction, *, name: str | None, description: str | 
         group=group,
         context_param=context_param,
         args_model=args_model,
+        timeout_seconds=timeout_seconds,
     )
 
 
@@ -199,7 +209,11 @@ def tool(function: ToolFunction, /) -> Tool: ...
 
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, group: str = "custom"
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    group: str = "custom",
+    timeout_seconds: float | None = None,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -210,8 +224,9 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     group: str = "custom",
+    timeout_seconds: float | None = None,
 ) -> Tool | Callable[[ToolFunction], Tool]:
-    """Turn a typed function into a `Tool`.
+    """Turn a typed function into a `Tool` (`timeout_seconds`: its deadline, default the agent's).
 
     ```python
     @tool
@@ -220,11 +235,17 @@ def tool(
         return a + b
     ```
     """
+    options: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "group": group,
+        "timeout_seconds": timeout_seconds,
+    }
     if function is not None:
-        return _build_tool(function, name=name, description=description, group=group)
+        return _build_tool(function, **options)
 
     def decorate(inner: ToolFunction) -> Tool:
-        return _build_tool(inner, name=name, description=description, group=group)
+        return _build_tool(inner, **options)
 
     return decorate
 

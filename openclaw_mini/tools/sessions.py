@@ -24,6 +24,8 @@ __all__ = ["SESSION_TOOLS", "Subagent", "SubagentHost"]
 
 log = logging.getLogger(__name__)
 _HISTORY_TEXT_LIMIT = 2_000
+SUBAGENT_TIMEOUT_SECONDS = 3_600.0
+"""A sub-agent waited for runs a whole task of its own: its deadline is an hour, not a tool's."""
 
 
 class Subagent(Protocol):
@@ -61,7 +63,7 @@ def _parent(ctx: ToolContext) -> SubagentHost:
     return host
 
 
-@tool(group="sessions")
+@tool(group="sessions", timeout_seconds=SUBAGENT_TIMEOUT_SECONDS)
 async def sessions_spawn(
     task: str,
     ctx: ToolContext,

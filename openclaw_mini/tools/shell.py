@@ -482,7 +482,8 @@ def _log_failure(task: asyncio.Task[ExecOutcome]) -> None:
         logger.error("background exec task failed", exc_info=task.exception())
 
 
-@tool(name="exec", group="runtime")
+# exec keeps its own deadline (the call's `timeout`); the generic one only backs it up.
+@tool(name="exec", group="runtime", timeout_seconds=EXEC_MAX_TIMEOUT_SECONDS + 60)
 async def exec_(
     command: str,
     ctx: ToolContext,
