@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,6 +80,13 @@ class SandboxConfig(BaseModel):
     """Let `write`/`edit` change files."""
     extra_read_roots: tuple[Path, ...] = ()
     """Folders readable besides the workspace (bundled skills are added automatically)."""
+    exec_env_passthrough: tuple[str, ...] = ()
+    """Environment variables `exec` commands may see besides the allow-list (PATH, HOME, LANG, LC_*,
+    TERM, TZ, USER, ...), by exact name. Everything else in the agent's environment stays hidden."""
+    exec_isolation: Literal["auto", "require", "off"] = "auto"
+    """Run `exec` commands in their own user + PID namespace with a fresh /proc, so they cannot see
+    the agent process and every process they start ends with them. `auto` falls back (with a
+    warning) where namespaces are unavailable; `require` refuses to run commands then."""
 
 
 class Sandbox:
