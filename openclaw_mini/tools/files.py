@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import itertools
 import logging
 import os
 import re
@@ -474,22 +475,64 @@ def _text_lines(handle: BinaryIO, size: int) -> Iterator[str] | None:
     return iter(lines)
 
 
+class _LinearRegex:
+    """A pattern compiled by RE2, which matches in linear time: no pattern can make grep hang
+    (Python's backtracking `re` takes hours on `(a+)+$` against 'aaa...a!').
+
+    Lines are searched a block at a time (one RE2 call per block, multi-line mode, a superset of
+    the per-line matches) and only a block that matches is searched line by line.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        import re2  # lazily: only grep needs it
+
+        options = re2.Options()
+        options.log_errors = False  # RE2 would print parse errors on stderr
+        try:
+            self.line = re2.compile(pattern, options)
+            whole_text_anchor = re.search(r"\\[AzZ]", pattern) is not None
+            self.block = None if whole_text_anchor else re2.compile(f"(?m:{pattern})", options)
+        except re2.error as exc:
+            detail = (
+                exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            )
+            hint = ""
+            if re.search(r"\(\?<?[=!]|\\[1-9]", pattern):
+                hint = (
+                    " (lookaround and backreferences are not supported: grep uses RE2 syntax, "
+                    "so that no pattern can make it hang)"
+                )
+            raise ToolError(f"Invalid regular expression {pattern!r}: {detail}{hint}") from None
+
+    def matching(
+        self, lines: Iterator[str], deadline: float, block_lines: int = 2048
+    ) -> Iterator[tuple[int, str]]:
+        """(1-based number, line) of every line that matches, until `deadline` (monotonic)."""
+        number = 0
+        while time.monotonic() <= deadline:
+            block = list(itertools.islice(lines, block_lines))
+            if not block:
+                return
+            if self.block is None or self.block.search("\n".join(block)):
+                for offset, line in enumerate(block, start=number + 1):
+                    if self.line.search(line):
+                        yield offset, line
+            number += len(block)
+
+
 @tool(group="fs")
 def grep(pattern: str, ctx: ToolContext, path: str = ".", glob: str | None = None) -> str:
     """Search files for a regular expression; prints `path:line: text` for each matching line.
 
     Searches recursively, skipping binary files and `.git`, `node_modules`, `.venv`, `__pycache__`,
-    `.openclaw-mini`. Uses Python `re` syntax.
+    `.openclaw-mini`. Uses RE2 syntax (Python `re` without lookaround or backreferences).
 
     Args:
-        pattern: Python regular expression, matched against each line.
+        pattern: Regular expression (RE2 syntax), matched against each line.
         path: File or directory to search, relative to the workspace (default: everything).
         glob: Only search files whose name or relative path matches, e.g. `*.py` or `docs/**/*.md`.
     """
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise ToolError(f"Invalid regular expression {pattern!r}: {exc}") from None
+    regex = _LinearRegex(pattern)
     root = ctx.sandbox.resolve_path(path)
     if not root.exists():
         raise ToolError(f"Path not found: {path}")
@@ -524,11 +567,7 @@ def grep(pattern: str, ctx: ToolContext, path: str = ".", glob: str | None = Non
                 if lines is None:
                     continue
                 searched += 1
-                for number, line in enumerate(lines, start=1):
-                    if number % 10_000 == 0 and time.monotonic() > deadline:
-                        break
-                    if not regex.search(line):
-                        continue
+                for number, line in regex.matching(lines, deadline):
                     if len(line) > GREP_MAX_LINE_CHARS:
                         line = line[:GREP_MAX_LINE_CHARS] + "…"
                     entry = f"{rel}:{number}: {line}"
