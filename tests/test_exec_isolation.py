@@ -13,14 +13,19 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import openclaw_mini
 from openclaw_mini.testing import FakeAnthropicServer, text_reply, tool_reply
 from openclaw_mini.tools.base import ToolContext
 from openclaw_mini.tools.exec_isolation import isolation
@@ -96,7 +101,10 @@ ATTACKS = [
 ]
 
 
-def run_agent_process(workspace: Path, server: FakeAnthropicServer, mode: str, env: dict[str, str]) -> None:
+def run_agent_process(
+    workspace: Path, server: FakeAnthropicServer, mode: str, env: dict[str, str], python: list[str]
+) -> str:
+    """Run the agent in its own process; its stderr (where a fallback warning would go)."""
     calls: list[tuple[str, dict[str, Any]]] = [("exec", {"command": command}) for command in ATTACKS]
     server.queue(
         tool_reply(*calls),
@@ -104,7 +112,7 @@ def run_agent_process(workspace: Path, server: FakeAnthropicServer, mode: str, e
         text_reply("done"),
     )
     done = subprocess.run(
-        [sys.executable, "-c", AGENT_SCRIPT, str(workspace), server.url, mode],
+        [*python, "-c", AGENT_SCRIPT, str(workspace), server.url, mode],
         env=env,
         capture_output=True,
         text=True,
@@ -113,6 +121,7 @@ def run_agent_process(workspace: Path, server: FakeAnthropicServer, mode: str, e
     )
     assert done.returncode == 0, done.stderr
     assert "done" in done.stdout
+    return done.stderr
 
 
 def everything_sent_and_stored(server: FakeAnthropicServer, workspace: Path) -> str:
@@ -123,14 +132,71 @@ def everything_sent_and_stored(server: FakeAnthropicServer, workspace: Path) -> 
     return "\n".join(parts).replace("\\n", "\n").replace("\\u0000", "\n")
 
 
-@pytest.mark.parametrize("mode", ["auto", "off"])
-def test_exec_cannot_leak_the_agents_environment(
-    mode: str, workspace: Path, fake_server: FakeAnthropicServer
-) -> None:
+SETPRIV = shutil.which("setpriv")
+NOBODY = 65534
+AS_NOBODY = [
+    *([SETPRIV] if SETPRIV else []),
+    f"--reuid={NOBODY}",
+    f"--regid={NOBODY}",
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+]
+
+
+def python_for_nobody() -> tuple[str, dict[str, str]] | None:
+    """An interpreter a fully unprivileged `nobody` can run with this checkout importable, or None
+    (this venv's python may live under a private home)."""
+    if os.geteuid() != 0 or SETPRIV is None:
+        return None
+    source = str(Path(openclaw_mini.__file__).resolve().parent.parent)
+    env = {"PYTHONPATH": os.pathsep.join([source, sysconfig.get_paths()["purelib"]])}
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (f"/usr/bin/{version}", shutil.which(version), sys.executable):
+        if not candidate:
+            continue
+        probe = subprocess.run(
+            [*AS_NOBODY, candidate, "-c", "import openclaw_mini, re2, anthropic"],
+            env={**env, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return candidate, env
+    return None
+
+
+@pytest.fixture(params=["auto/own-user", "auto/nobody", "off/own-user", "off/nobody"])
+def agent_user(
+    request: pytest.FixtureRequest, workspace: Path
+) -> Iterator[tuple[str, Path, list[str], dict[str, str]]]:
+    """(isolation mode, workspace, argv for python, extra env): the agent runs as this uid, or as a
+    fully unprivileged `nobody` when the tests run as root, to show both mechanisms without root."""
+    mode, user = request.param.split("/")
     if mode == "auto" and not isolation().namespaces:
         pytest.skip(f"no user namespaces here: {isolation().reason}")
+    if user == "nobody":
+        found = python_for_nobody()
+        if found is None:
+            pytest.skip("needs root, setpriv and a python that nobody can run")
+        python, env = found
+        place = Path(tempfile.mkdtemp(prefix="openclaw-nobody-"))
+        os.chown(place, NOBODY, NOBODY)
+        try:
+            yield mode, place, [*AS_NOBODY, python], env
+        finally:
+            shutil.rmtree(place)
+        return
     if mode == "off" and os.geteuid() == 0:
         pytest.skip("without namespaces, a root command can read any /proc/<pid>/environ (see README)")
+    yield mode, workspace, [sys.executable], {}
+
+
+def test_exec_cannot_leak_the_agents_environment(
+    agent_user: tuple[str, Path, list[str], dict[str, str]], fake_server: FakeAnthropicServer
+) -> None:
+    mode, workspace, python, extra_env = agent_user
     tokens = {name: planted_secret() for name in ("key", "flux", "db", "url", "hook")}
     planted = {
         "ANTHROPIC_API_KEY": "sk-ant-" + tokens["key"],
@@ -139,9 +205,11 @@ def test_exec_cannot_leak_the_agents_environment(
         "DATABASE_URL": f"postgres://user:{tokens['url']}@db.internal/app",
         "UPSTREAM_HOOK": "https://hooks.internal/" + tokens["hook"],
     }
-    env = {key: value for key, value in os.environ.items() if key.startswith(("PATH", "HOME", "LANG"))}
-    env.update(planted)
-    run_agent_process(workspace, fake_server, mode, env)
+    env = {key: value for key, value in os.environ.items() if key.startswith(("PATH", "LANG"))}
+    env.update(planted, HOME=str(workspace), **extra_env)
+    stderr = run_agent_process(workspace, fake_server, mode, env, python)
+    if mode == "auto":  # the namespaces really were used, not the fallback
+        assert "WITHOUT namespace isolation" not in stderr, stderr
 
     outputs = [
         block["content"] for block in fake_server.requests[1].messages[-1]["content"]

@@ -133,24 +133,31 @@ def isolation() -> Isolation:
         if argv is None:
             _probed = Isolation(False, (), "the `unshare` program (util-linux) is not installed")
             return _probed
+        prefix = (*argv, sys.executable, "-I", "-S", "-c", _INIT)
+        # The probe runs the real thing (namespace, init, shell): /proc/3 must not exist there.
+        read_end, write_end = os.pipe()
         try:
             probe = subprocess.run(
-                [*argv, "/bin/sh", "-c", "test ! -e /proc/2"],
+                [*prefix, str(write_end), "/bin/sh", "-c", "test ! -e /proc/3"],
                 capture_output=True,
                 timeout=30,
                 check=False,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                pass_fds=(write_end,),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             _probed = Isolation(False, (), f"`unshare` failed to start: {exc}")
             return _probed
+        finally:
+            os.close(read_end)
+            os.close(write_end)
         if probe.returncode != 0:
             detail = probe.stderr.decode(errors="replace").strip().splitlines()
             _probed = Isolation(
                 False, (), f"user namespaces are unavailable ({detail[-1] if detail else probe.returncode})"
             )
             return _probed
-        _probed = Isolation(True, (*argv, sys.executable, "-I", "-S", "-c", _INIT), "")
+        _probed = Isolation(True, prefix, "")
         return _probed
 
 

@@ -202,8 +202,8 @@ class ExecOutcome:
         code = self.exit_code
         if self.timed_out:
             status = (
-                f"Command timed out after {self.timeout:g} s and was stopped (its whole process group "
-                f"was killed; exit code {code}). Partial output below."
+                f"Command timed out after {self.timeout:g} s and was stopped (it and every process it "
+                f"started were killed; exit code {code}). Partial output below."
             )
         elif code < 0:
             try:
@@ -574,7 +574,7 @@ class ExecManager:
             del self._jobs[key]
 
     async def kill(self, exec_id: str) -> bool:
-        """Stop one background command (its whole process group); False if it is not running."""
+        """Stop one background command and everything it started; False if it is not running."""
         job = self._jobs.get(exec_id)
         if job is None or not job.running or job.task is None:
             return False
