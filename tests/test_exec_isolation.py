@@ -27,7 +27,7 @@ import pytest
 
 import openclaw_mini
 from openclaw_mini.testing import FakeAnthropicServer, text_reply, tool_reply
-from openclaw_mini.tools.base import ToolContext
+from openclaw_mini.tools.base import ToolContext, ToolError
 from openclaw_mini.tools.exec_isolation import isolation
 from openclaw_mini.tools.policy import Sandbox, SandboxConfig
 from openclaw_mini.tools.shell import exec_
@@ -311,5 +311,5 @@ async def test_require_mode_refuses_when_namespaces_are_missing(workspace: Path)
         )
         assert isinstance(out, str) and "isolated" in out
     else:
-        with pytest.raises(Exception, match="must run in their own namespace"):
+        with pytest.raises(ToolError, match="must run in their own namespace"):
             await exec_.invoke({"command": "true"}, make_ctx(workspace, "require"))
