@@ -7,6 +7,7 @@ OpenClawMiniError
 ├── SessionKeyError (ValueError)       a session id or key that cannot name a transcript safely
 ├── SessionBusyError (TimeoutError)    another process holds a session's turn lock for too long
 ├── MemoryPathError (ValueError)       not a memory file of this workspace
+├── PathEscapeError (PermissionError)  a path leaves its root directory (tools.safe_fs)
 ├── ModelError                         the model call failed after retries (`status`, `retryable`)
 │   ├── ContextOverflowError           the prompt is too long: compact and retry
 │   └── ScriptError                    a `ScriptedModel` / fake server script ran out or was left over
@@ -39,6 +40,7 @@ __all__ = [
     "MissingAPIKeyError",
     "ModelError",
     "OpenClawMiniError",
+    "PathEscapeError",
     "ScriptError",
     "SessionBusyError",
     "SessionKeyError",
@@ -103,3 +105,13 @@ class ToolTimeout(ToolError, TimeoutError):
 
 class HeartbeatBusy(OpenClawMiniError):
     """Raise from `run_turn` or the callback when the target is busy: the wake layer retries later."""
+
+
+class PathEscapeError(OpenClawMiniError, PermissionError):
+    """A path leaves the directory it must stay under (by `..`, a symlink, or a swap while it was
+    being opened), or enters a name that is off limits there. `via_symlink` says whether a symlink
+    was followed on the way."""
+
+    def __init__(self, message: str, *, via_symlink: bool = False) -> None:
+        super().__init__(message)
+        self.via_symlink = via_symlink

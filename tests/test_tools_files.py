@@ -369,3 +369,28 @@ async def test_fifos_are_neither_read_nor_grepped(workspace: Path, ctx: ToolCont
     assert out == "plain.txt:1: hit"
     with pytest.raises(ToolError, match="not a regular file"):
         await asyncio.wait_for(call(read, ctx, path="pipe"), 5)
+
+
+async def test_grep_catastrophic_regex_cannot_hang(workspace: Path, ctx: ToolContext) -> None:
+    # Python's backtracking `re` needs about 2**30 steps for this line; RE2 is linear.
+    (workspace / "evil.txt").write_text("a" * 30 + "!\n" + "aaaa\n")
+    out = await asyncio.wait_for(call(grep, ctx, pattern="(a+)+$"), timeout=60)
+    assert out.splitlines()[0] == "evil.txt:2: aaaa"
+    assert "evil.txt:1:" not in out
+
+
+async def test_grep_line_anchors_and_whole_line_semantics_hold_across_blocks(
+    workspace: Path, ctx: ToolContext
+) -> None:
+    lines = [f"row {i} end" for i in range(5000)]
+    lines[4321] = "row 4321 target"
+    (workspace / "many.txt").write_text("\n".join(lines) + "\n")
+    assert await call(grep, ctx, pattern="target$") == "many.txt:4322: row 4321 target"
+    assert await call(grep, ctx, pattern=r"\Arow 4321") == "many.txt:4322: row 4321 target"
+    # A match that would only exist across a line break is not a line match.
+    assert (await call(grep, ctx, pattern=r"end\s+row 4321")).startswith("No matches")
+
+
+async def test_grep_explains_unsupported_lookaround(ctx: ToolContext) -> None:
+    with pytest.raises(ToolError, match="lookaround and backreferences are not supported"):
+        await call(grep, ctx, pattern=r"(?<=x)y")

@@ -1,7 +1,8 @@
 """Built-in file tools: `read`, `write`, `edit`, `ls`, `grep`.
 
-Every path goes through `ctx.sandbox.resolve_path`, which resolves symlinks and refuses anything
-outside the workspace, so these functions only deal with files, not with confinement. Outputs are
+Every path goes through `ctx.sandbox.locate`, which walks it one directory descriptor at a time
+(`safe_fs`) and refuses anything outside the workspace; files are then opened, listed and replaced
+through those descriptors, so a directory swapped for a symlink meanwhile cannot redirect them. Outputs are
 bounded (lines, characters, matches) because whatever a tool returns lands in the model's context.
 The functions are synchronous: `Tool.invoke` runs them in a worker thread, off the event loop.
 """
@@ -10,16 +11,17 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import itertools
 import logging
 import os
 import re
 import stat
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from . import safe_fs
 from .base import Tool, ToolContext, ToolError, tool
 from .policy import ToolRefused
 
@@ -62,21 +64,37 @@ GREP_SLURP_BYTES = 4 * 1024 * 1024
 GREP_SKIP_DIRS = frozenset({".git", ".openclaw-mini", "node_modules", ".venv", "__pycache__"})
 
 
-def _is_binary(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return b"\x00" in handle.read(BINARY_SNIFF_BYTES)
+def _open_existing_file(ctx: ToolContext, path: str, *, write: bool = False) -> BinaryIO:
+    """Open `path` for reading (race-free, see `safe_fs`) and insist it is an existing regular file."""
+    try:
+        location = ctx.sandbox.locate(path, write=write)
+    except FileNotFoundError:
+        raise ToolError(f"File not found: {path}") from None
+    with location:
+        info = location.stat()
+        if info is None:
+            raise ToolError(f"File not found: {path}")
+        if stat.S_ISDIR(info.st_mode):
+            raise ToolError(f"{path} is a directory, not a file (use ls to list it).")
+        if not stat.S_ISREG(info.st_mode):
+            raise ToolError(f"{path} is not a regular file (device, socket or pipe); it cannot be read.")
+        try:
+            fd = location.open(os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise ToolError(f"Could not open {path}: {exc.strerror or exc} (it changed meanwhile)") from None
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped between the stat and the open
+        handle.close()
+        raise ToolError(f"{path} is not a regular file; it cannot be read.")
+    os.set_blocking(fd, True)
+    return handle
 
 
-def _existing_file(ctx: ToolContext, path: str, *, write: bool = False) -> Path:
-    """Resolve `path` and insist it is an existing regular file."""
-    resolved = ctx.sandbox.resolve_path(path, write=write)
-    if not resolved.exists():
-        raise ToolError(f"File not found: {path}")
-    if resolved.is_dir():
-        raise ToolError(f"{path} is a directory, not a file (use ls to list it).")
-    if not resolved.is_file():
-        raise ToolError(f"{path} is not a regular file (device, socket or pipe); it cannot be read.")
-    return resolved
+def _is_binary(handle: BinaryIO) -> bool:
+    handle.seek(0)
+    binary = b"\x00" in handle.read(BINARY_SNIFF_BYTES)
+    handle.seek(0)
+    return binary
 
 
 @tool(group="fs")
@@ -95,12 +113,16 @@ def read(path: str, ctx: ToolContext, offset: int = 1, limit: int = 2000) -> str
         raise ToolError(f"offset must be 1 or more (lines are numbered from 1), got {offset}.")
     if limit < 1:
         raise ToolError(f"limit must be 1 or more, got {limit}.")
-    resolved = _existing_file(ctx, path)
-    shown = ctx.sandbox.relative(resolved)
-    size = resolved.stat().st_size
+    shown = ctx.sandbox.relative(ctx.sandbox.resolve_path(path))
+    with _open_existing_file(ctx, path) as handle:
+        return _read_lines(handle, shown, offset, limit)
+
+
+def _read_lines(handle: BinaryIO, shown: str, offset: int, limit: int) -> str:
+    size = os.fstat(handle.fileno()).st_size
     if size == 0:
         return f"{shown} is empty (0 bytes)."
-    if _is_binary(resolved):
+    if _is_binary(handle):
         raise ToolError(
             f"{shown} looks like a binary file (it contains NUL bytes, {size:,} bytes in all); "
             "read only shows text files."
@@ -113,7 +135,7 @@ def read(path: str, ctx: ToolContext, offset: int = 1, limit: int = 2000) -> str
     capped = False
     remaining: int | None = 0
     number = 0
-    with resolved.open("rb") as handle:
+    if True:  # the handle is owned by the caller
         for raw, length in _bounded_lines(handle, READ_LINE_BYTES):
             number += 1
             if number < offset:
@@ -216,38 +238,12 @@ def _remaining_lines(handle: BinaryIO, current: bytes, size: int) -> int | None:
     return count
 
 
-def _default_file_mode() -> int:
-    """The mode a plain `open(..., "w")` would give a new file (0o666 minus the umask)."""
+def _atomic_write(location: safe_fs.Location, data: bytes, shown: str) -> None:
+    """Temp file in the same folder + rename, through the folder's descriptor (see `safe_fs`)."""
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o644
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + `os.replace`, so readers never see half a file."""
-    try:
-        mode = stat.S_IMODE(target.stat().st_mode)
-    except FileNotFoundError:
-        mode = _default_file_mode()
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, mode)
-        os.replace(temp_name, target)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
+        safe_fs.atomic_write(location, data)
+    except OSError as exc:
+        raise ToolError(f"Could not write {shown}: {exc.strerror or exc}") from None
 
 
 def _line_count(text: str) -> int:
@@ -266,27 +262,27 @@ def write(path: str, content: str, ctx: ToolContext) -> str:
         path: File path, relative to the workspace (or absolute inside it).
         content: The complete new content of the file.
     """
-    resolved = ctx.sandbox.resolve_path(path, write=True)
-    shown = ctx.sandbox.relative(resolved)
-    if resolved.is_dir():
-        raise ToolError(f"{shown} is a directory; give a file path to write.")
-    existed = resolved.exists()
-    if existed and not resolved.is_file():
-        raise ToolError(f"{shown} exists and is not a regular file; refusing to replace it.")
     try:
         data = content.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ToolError(f"content cannot be encoded as UTF-8: {exc}") from None
+    shown = ctx.sandbox.relative(ctx.sandbox.resolve_path(path, write=True))
     try:
-        resolved.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+        location = ctx.sandbox.locate(path, write=True, create_parents=True)
+    except (FileExistsError, NotADirectoryError, FileNotFoundError):
         raise ToolError(f"Cannot create folders for {shown}: a file is in the way.") from None
-    except NotADirectoryError:
-        raise ToolError(f"Cannot create folders for {shown}: a file is in the way.") from None
-    try:
-        _atomic_write(resolved, data)
-    except OSError as exc:
-        raise ToolError(f"Could not write {shown}: {exc.strerror or exc}") from None
+    except ToolRefused as exc:
+        if "as if it were a folder" in str(exc):
+            raise ToolError(f"Cannot create folders for {shown}: a file is in the way.") from None
+        raise
+    with location:
+        info = location.stat()
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            raise ToolError(f"{shown} is a directory; give a file path to write.")
+        existed = info is not None
+        if existed and not stat.S_ISREG(info.st_mode):  # type: ignore[union-attr]
+            raise ToolError(f"{shown} exists and is not a regular file; refusing to replace it.")
+        _atomic_write(location, data, shown)
     verb = "Overwrote" if existed else "Created"
     return f"{verb} {shown} ({len(data):,} bytes, {_line_count(content):,} lines)."
 
@@ -341,16 +337,16 @@ def edit(path: str, old_text: str, new_text: str, ctx: ToolContext) -> str:
         old_text: The exact text to replace; it must occur exactly once in the file.
         new_text: The replacement text (may be empty to delete).
     """
-    resolved = _existing_file(ctx, path, write=True)
-    shown = ctx.sandbox.relative(resolved)
+    shown = ctx.sandbox.relative(ctx.sandbox.resolve_path(path, write=True))
     if not old_text:
         raise ToolError("old_text is empty; give the exact text to replace (use write to create a file).")
     if old_text == new_text:
         raise ToolError("old_text and new_text are identical; nothing to change.")
-    if _is_binary(resolved):
-        raise ToolError(f"{shown} looks like a binary file; edit only changes text files.")
-    # surrogateescape keeps bytes that are not UTF-8 intact through the round trip.
-    content = resolved.read_bytes().decode("utf-8", errors="surrogateescape")
+    with _open_existing_file(ctx, path, write=True) as handle:
+        if _is_binary(handle):
+            raise ToolError(f"{shown} looks like a binary file; edit only changes text files.")
+        # surrogateescape keeps bytes that are not UTF-8 intact through the round trip.
+        content = handle.read().decode("utf-8", errors="surrogateescape")
 
     positions = _match_positions(content, old_text)
     if not positions and "\r\n" in content and "\r\n" not in old_text and "\n" in old_text:
@@ -372,9 +368,11 @@ def edit(path: str, old_text: str, new_text: str, ctx: ToolContext) -> str:
     start = positions[0]
     updated = content[:start] + new_text + content[start + len(old_text) :]
     try:
-        _atomic_write(resolved, updated.encode("utf-8", errors="surrogateescape"))
-    except OSError as exc:
-        raise ToolError(f"Could not write {shown}: {exc.strerror or exc}") from None
+        location = ctx.sandbox.locate(path, write=True)
+    except FileNotFoundError:
+        raise ToolError(f"File not found: {path}") from None
+    with location:
+        _atomic_write(location, updated.encode("utf-8", errors="surrogateescape"), shown)
 
     first = _line_of(content, start)
     old_last = first + max(_line_count(old_text), 1) - 1
@@ -386,18 +384,18 @@ def edit(path: str, old_text: str, new_text: str, ctx: ToolContext) -> str:
     return f"Edited {shown}: replaced {old_span}; the new text is at {new_span}."
 
 
-def _describe_entry(entry: os.DirEntry[str]) -> str:
+def _describe_entry(entry: os.DirEntry[str], dir_fd: int) -> str:
+    """One `ls` line; `entry` comes from `os.scandir(dir_fd)`, so every look-up is relative to it."""
     if entry.is_symlink():
         try:
-            target = os.readlink(entry.path)
+            target = os.readlink(entry.name, dir_fd=dir_fd)
         except OSError:
             target = "?"
         try:
-            suffix = "/" if entry.is_dir(follow_symlinks=True) else ""
-        except OSError:  # a symlink loop (ELOOP) must not break the whole listing
-            suffix = ""
-        broken = "" if os.path.exists(entry.path) else " (broken)"
-        return f"{entry.name}{suffix} -> {target}{broken}"
+            pointed = os.stat(entry.name, dir_fd=dir_fd)
+        except OSError:  # broken, or a symlink loop (ELOOP): must not break the whole listing
+            return f"{entry.name} -> {target} (broken)"
+        return f"{entry.name}{'/' if stat.S_ISDIR(pointed.st_mode) else ''} -> {target}"
     if entry.is_dir(follow_symlinks=False):
         return f"{entry.name}/"
     try:
@@ -414,22 +412,35 @@ def ls(ctx: ToolContext, path: str = ".") -> str:
     Args:
         path: Directory path, relative to the workspace (default: the workspace itself).
     """
-    resolved = ctx.sandbox.resolve_path(path)
-    shown = ctx.sandbox.relative(resolved)
-    if not resolved.exists():
-        raise ToolError(f"Directory not found: {path}")
-    if not resolved.is_dir():
-        size = resolved.stat().st_size
-        return f"{shown} is a file ({size:,} bytes), not a directory."
     try:
-        with os.scandir(resolved) as it:
+        location = ctx.sandbox.locate(path)
+    except FileNotFoundError:
+        raise ToolError(f"Directory not found: {path}") from None
+    with location:
+        shown = ctx.sandbox.relative(location.path)
+        info = location.stat()
+        if info is None:
+            raise ToolError(f"Directory not found: {path}")
+        if not stat.S_ISDIR(info.st_mode):
+            return f"{shown} is a file ({info.st_size:,} bytes), not a directory."
+        try:
+            dir_fd = location.open_dir()
+        except PermissionError:
+            raise ToolError(f"Permission denied listing {shown}.") from None
+        except OSError as exc:
+            raise ToolError(f"Could not list {shown}: {exc.strerror or exc} (it changed meanwhile)") from None
+    try:
+        with os.scandir(dir_fd) as it:
             entries = sorted(it, key=lambda item: item.name)
+        described = [_describe_entry(entry, dir_fd) for entry in entries[:LS_MAX_ENTRIES]]
     except PermissionError:
         raise ToolError(f"Permission denied listing {shown}.") from None
+    finally:
+        os.close(dir_fd)
     if not entries:
         return f"{shown}/ is empty."
     lines = [f"{shown}/ ({len(entries):,} entries)"]
-    lines.extend(_describe_entry(entry) for entry in entries[:LS_MAX_ENTRIES])
+    lines.extend(described)
     if len(entries) > LS_MAX_ENTRIES:
         lines.append(
             f"(showing the first {LS_MAX_ENTRIES:,} of {len(entries):,} entries; "
@@ -449,12 +460,35 @@ def _glob_matches(glob: str, name: str, rel: str) -> bool:
     return False
 
 
-def _walk_files(root: Path) -> Iterator[tuple[str, str]]:
-    """(full path, name) of files under `root` in a stable order; skipped and linked folders not entered."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(name for name in dirnames if name not in GREP_SKIP_DIRS)
-        for name in sorted(filenames):
-            yield os.path.join(dirpath, name), name
+def _walk_files(location: safe_fs.Location) -> Generator[tuple[str, str, int], None, None]:
+    """(path below the start, name, folder descriptor) of each file under the folder `location`,
+    in a stable order; skipped and linked folders are not entered. `os.fwalk` walks by descriptor
+    and refuses to enter a folder swapped for a symlink, so the walk cannot leave the start."""
+    top = location.open_dir()
+    try:
+        for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top):
+            dirnames[:] = sorted(name for name in dirnames if name not in GREP_SKIP_DIRS)
+            for name in sorted(filenames):
+                yield os.path.normpath(os.path.join(dirpath, name)), name, dir_fd
+    finally:
+        os.close(top)
+
+
+def _open_for_grep(ctx: ToolContext, full: Path, name: str, dir_fd: int) -> BinaryIO | None:
+    """Open one file of the walk (None: not a regular file); a symlink is followed only inside."""
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISLNK(info.st_mode):
+        with ctx.sandbox.locate(full) as location:  # ToolRefused when it leads outside
+            fd = location.open(os.O_RDONLY | os.O_NONBLOCK)
+    elif stat.S_ISREG(info.st_mode):
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    else:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _text_lines(handle: BinaryIO, size: int) -> Iterator[str] | None:
@@ -474,61 +508,131 @@ def _text_lines(handle: BinaryIO, size: int) -> Iterator[str] | None:
     return iter(lines)
 
 
+class _LinearRegex:
+    """A pattern compiled by RE2, which matches in linear time: no pattern can make grep hang
+    (Python's backtracking `re` takes hours on `(a+)+$` against 'aaa...a!').
+
+    Lines are searched a block at a time (one RE2 call per block, multi-line mode, a superset of
+    the per-line matches) and only a block that matches is searched line by line.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        import re2  # lazily: only grep needs it
+
+        options = re2.Options()
+        options.log_errors = False  # RE2 would print parse errors on stderr
+        try:
+            self.line = re2.compile(pattern, options)
+            whole_text_anchor = re.search(r"\\[AzZ]", pattern) is not None
+            self.block = None if whole_text_anchor else re2.compile(f"(?m:{pattern})", options)
+        except re2.error as exc:
+            detail = (
+                exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            )
+            hint = ""
+            if re.search(r"\(\?<?[=!]|\\[1-9]", pattern):
+                hint = (
+                    " (lookaround and backreferences are not supported: grep uses RE2 syntax, "
+                    "so that no pattern can make it hang)"
+                )
+            raise ToolError(f"Invalid regular expression {pattern!r}: {detail}{hint}") from None
+
+    def matching(
+        self, lines: Iterator[str], deadline: float, block_lines: int = 2048
+    ) -> Iterator[tuple[int, str]]:
+        """(1-based number, line) of every line that matches, until `deadline` (monotonic)."""
+        number = 0
+        while time.monotonic() <= deadline:
+            block = list(itertools.islice(lines, block_lines))
+            if not block:
+                return
+            if self.block is None or self.block.search("\n".join(block)):
+                for offset, line in enumerate(block, start=number + 1):
+                    if self.line.search(line):
+                        yield offset, line
+            number += len(block)
+
+
 @tool(group="fs")
 def grep(pattern: str, ctx: ToolContext, path: str = ".", glob: str | None = None) -> str:
     """Search files for a regular expression; prints `path:line: text` for each matching line.
 
     Searches recursively, skipping binary files and `.git`, `node_modules`, `.venv`, `__pycache__`,
-    `.openclaw-mini`. Uses Python `re` syntax.
+    `.openclaw-mini`. Uses RE2 syntax (Python `re` without lookaround or backreferences).
 
     Args:
-        pattern: Python regular expression, matched against each line.
+        pattern: Regular expression (RE2 syntax), matched against each line.
         path: File or directory to search, relative to the workspace (default: everything).
         glob: Only search files whose name or relative path matches, e.g. `*.py` or `docs/**/*.md`.
     """
+    regex = _LinearRegex(pattern)
     try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise ToolError(f"Invalid regular expression {pattern!r}: {exc}") from None
-    root = ctx.sandbox.resolve_path(path)
-    if not root.exists():
-        raise ToolError(f"Path not found: {path}")
-    files = iter([(str(root), root.name)]) if root.is_file() else _walk_files(root)
-    prefix = str(ctx.sandbox.workspace).rstrip(os.sep) + os.sep
-    deadline = time.monotonic() + GREP_TIME_BUDGET_SECONDS
+        location = ctx.sandbox.locate(path)
+    except FileNotFoundError:
+        raise ToolError(f"Path not found: {path}") from None
+    with location:
+        info = location.stat()
+        if info is None:
+            raise ToolError(f"Path not found: {path}")
+        scope = ctx.sandbox.relative(location.path) + (f" (glob {glob})" if glob else "")
+        if stat.S_ISDIR(info.st_mode):
+            return _grep_walk(ctx, location, regex, pattern, glob, scope)
+        base = ctx.sandbox.relative(location.path.parent)
+        files = iter([(location.name, location.name, location.dir_fd)])
+        return _grep_files(ctx, files, location.path.parent, base, regex, pattern, glob, scope)
 
+
+def _grep_walk(
+    ctx: ToolContext,
+    location: safe_fs.Location,
+    regex: _LinearRegex,
+    pattern: str,
+    glob: str | None,
+    scope: str,
+) -> str:
+    base = ctx.sandbox.relative(location.path)
+    files = _walk_files(location)
+    try:
+        return _grep_files(ctx, files, location.path, base, regex, pattern, glob, scope)
+    finally:
+        files.close()
+
+
+def _grep_files(
+    ctx: ToolContext,
+    files: Iterator[tuple[str, str, int]],
+    start: Path,
+    base: str,
+    regex: _LinearRegex,
+    pattern: str,
+    glob: str | None,
+    scope: str,
+) -> str:
+    deadline = time.monotonic() + GREP_TIME_BUDGET_SECONDS
     results: list[str] = []
     used = 0
     matches = 0
     searched = 0
     skipped_links = 0
     stop_reason = ""
-    for full, name in files:
-        rel = full[len(prefix) :] if full.startswith(prefix) else ctx.sandbox.relative(Path(full))
+    for below, name, dir_fd in files:
+        rel = below if base == "." else os.path.join(base, below)
         if glob and not _glob_matches(glob, name, rel):
             continue
-        target = full
         try:
-            mode = os.lstat(full).st_mode
-            if stat.S_ISLNK(mode):
-                try:
-                    target = str(ctx.sandbox.resolve_path(full))
-                except ToolRefused:
-                    skipped_links += 1
-                    continue
-                mode = os.stat(target).st_mode
-            if not stat.S_ISREG(mode):
+            try:
+                opened = _open_for_grep(ctx, start / below, name, dir_fd)
+            except ToolRefused:
+                skipped_links += 1
                 continue
-            with open(target, "rb") as handle:
+            if opened is None:
+                continue
+            with opened as handle:
                 lines = _text_lines(handle, os.fstat(handle.fileno()).st_size)
                 if lines is None:
                     continue
                 searched += 1
-                for number, line in enumerate(lines, start=1):
-                    if number % 10_000 == 0 and time.monotonic() > deadline:
-                        break
-                    if not regex.search(line):
-                        continue
+                for number, line in regex.matching(lines, deadline):
                     if len(line) > GREP_MAX_LINE_CHARS:
                         line = line[:GREP_MAX_LINE_CHARS] + "…"
                     entry = f"{rel}:{number}: {line}"
@@ -542,7 +646,7 @@ def grep(pattern: str, ctx: ToolContext, path: str = ".", glob: str | None = Non
                         stop_reason = f"stopped at {MAX_OUTPUT_CHARS:,} chars of output"
                         break
         except OSError as exc:
-            logger.debug("grep: cannot read %s: %s", full, exc)
+            logger.debug("grep: cannot read %s: %s", rel, exc)
             continue
         if stop_reason:
             break
@@ -550,7 +654,6 @@ def grep(pattern: str, ctx: ToolContext, path: str = ".", glob: str | None = Non
             stop_reason = f"stopped after {GREP_TIME_BUDGET_SECONDS:.0f} s"
             break
 
-    scope = ctx.sandbox.relative(root) + (f" (glob {glob})" if glob else "")
     notes: list[str] = []
     if stop_reason:
         notes.append(f"({stop_reason}; narrow the pattern, path or glob to see the rest)")

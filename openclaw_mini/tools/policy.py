@@ -7,13 +7,16 @@ agent may do: which tools are offered (`ToolPolicy.filter`), whether a call may 
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ConfigError, ToolRefused
+from ..errors import ConfigError, PathEscapeError, ToolRefused
+from . import safe_fs
 from .base import Tool
 
 __all__ = ["TOOL_GROUPS", "Sandbox", "SandboxConfig", "ToolPolicy", "ToolRefused"]
@@ -91,6 +94,13 @@ class SandboxConfig(BaseModel):
     """Let `write`/`edit` change files."""
     extra_read_roots: tuple[Path, ...] = ()
     """Folders readable besides the workspace (bundled skills are added automatically)."""
+    exec_env_passthrough: tuple[str, ...] = ()
+    """Environment variables `exec` commands may see besides the allow-list (PATH, HOME, LANG, LC_*,
+    TERM, TZ, USER, ...), by exact name. Everything else in the agent's environment stays hidden."""
+    exec_isolation: Literal["auto", "require", "off"] = "auto"
+    """Run `exec` commands in their own user + PID namespace with a fresh /proc, so they cannot see
+    the agent process and every process they start ends with them. `auto` falls back (with a
+    warning) where namespaces are unavailable; `require` refuses to run commands then."""
 
 
 class Sandbox:
@@ -134,7 +144,24 @@ class Sandbox:
 
         Relative paths are taken from the workspace, never from the process's current directory.
         Symlinks are resolved before the check, so a link pointing outside is refused too. Writes
-        into `PROTECTED_WRITE_DIRS` are refused.
+        into `PROTECTED_WRITE_DIRS` are refused. For opening, use `locate`: a path checked here and
+        opened by name later can be swapped for a symlink in between.
+        """
+        with self.locate(path, write=write, missing_ok=True) as location:
+            return location.path
+
+    def locate(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        write: bool = False,
+        create_parents: bool = False,
+        missing_ok: bool = False,
+    ) -> safe_fs.Location:
+        """Walk a model-given path inside the sandbox, race-free (see `safe_fs`); close the result.
+
+        The returned `Location` holds the open parent directory: open, stat or replace the file
+        through it and a concurrent symlink swap cannot redirect the access outside.
         """
         raw = os.fspath(path)
         if not raw or "\x00" in raw:
@@ -143,27 +170,39 @@ class Sandbox:
         candidate = Path(os.path.expanduser(raw)) if raw.startswith("~") else Path(raw)
         if not candidate.is_absolute():
             candidate = self.workspace / candidate
-        try:
-            resolved = candidate.resolve()
-        except RuntimeError:  # pathlib's report of a symlink loop (ELOOP)
-            raise ToolRefused(f"Path '{shown}' is a symlink loop; it cannot be opened.") from None
         if not self.config.enabled:
-            return resolved
-        if _inside(resolved, self.workspace):
-            if write and _protected(resolved.relative_to(self.workspace)):
+            roots: tuple[Path, ...] = (Path(candidate.anchor),)
+        else:
+            roots = (self.workspace,) if write else (self.workspace, *self.read_roots)
+        forbidden = PROTECTED_WRITE_DIRS if write and self.config.enabled else frozenset()
+        target = candidate
+        if safe_fs.root_of(candidate, roots) is None:
+            # Outside by name; maybe inside through a symlink on the way (`/tmp/link-to-ws/x`).
+            target = Path(os.path.realpath(candidate))
+        try:
+            return safe_fs.resolve(
+                target, roots, create_parents=create_parents, forbidden=forbidden, missing_ok=missing_ok
+            )
+        except PathEscapeError as exc:
+            if "enters" in str(exc):
                 raise ToolRefused(
                     f"Path '{shown}' is inside {' or '.join(sorted(PROTECTED_WRITE_DIRS))} (runtime state or "
                     "git internals); file tools may read there but not write."
-                )
-            return resolved
-        if not write and any(_inside(resolved, root) for root in self.read_roots):
-            return resolved
-        reason = (
-            "resolves (through a symlink) to" if candidate.is_symlink() or _has_symlink(candidate) else "is"
-        )
-        raise ToolRefused(
-            f"Path '{shown}' {reason} outside the workspace {self.workspace}; file tools only work inside it."
-        )
+                ) from None
+            via = exc.via_symlink or target != candidate or _has_symlink(candidate)
+            reason = "resolves (through a symlink) to" if via else "is"
+            raise ToolRefused(
+                f"Path '{shown}' {reason} outside the workspace {self.workspace}; "
+                "file tools only work inside it."
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ToolRefused(f"Path '{shown}' is a symlink loop; it cannot be opened.") from None
+            if isinstance(exc, NotADirectoryError):
+                raise ToolRefused(f"Path '{shown}' goes through a file as if it were a folder.") from None
+            if isinstance(exc, FileNotFoundError):
+                raise FileNotFoundError(errno.ENOENT, f"Folder not found on the way to {shown}") from None
+            raise
 
     def relative(self, path: Path) -> str:
         """A path as shown to the model: relative to the workspace when inside it."""
@@ -171,10 +210,6 @@ class Sandbox:
             return str(path.relative_to(self.workspace)) or "."
         except ValueError:
             return str(path)
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
 
 
 def _protected(relative: Path) -> bool:

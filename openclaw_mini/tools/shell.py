@@ -1,8 +1,10 @@
 """The `exec` tool: run a shell command in the workspace, in the foreground or the background.
 
-Each command runs in its own process group, so a timeout, a cancelled run or `ExecManager.aclose`
-stops everything it started, grandchildren included. Secrets are removed from the child's
-environment (and redacted from its output) so they never reach the model's context.
+Each command starts from an allow-listed environment (plus what `SandboxConfig.exec_env_passthrough`
+names) and, where the machine allows it, runs in its own user + PID namespace (`exec_isolation`):
+it cannot see the agent process, and everything it started ends with it, `setsid` or not. Without
+namespaces a timeout, a cancelled run or `ExecManager.aclose` still stops its process group and any
+process carrying its environment marker. Secret values are also redacted from the output.
 
 Output is collected through an `asyncio.SubprocessProtocol` rather than `create_subprocess_exec`
 streams: that bounds memory to head + tail per stream, and tells "the shell exited" apart from
@@ -21,17 +23,21 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from . import exec_isolation
 from .base import Tool, ToolContext, ToolError, tool
 
 __all__ = [
+    "EXEC_ENV_ALLOW",
     "EXEC_MAX_TIMEOUT_SECONDS",
     "EXEC_OUTPUT_CAP",
     "SHELL_TOOLS",
     "ExecCompleteCallback",
+    "ExecIsolation",
     "ExecJob",
     "ExecManager",
     "ExecOutcome",
@@ -57,6 +63,26 @@ FINISHED_JOBS_KEPT = 50
 _SECRET_NAMES = frozenset({"ANTHROPIC_API_KEY", "FLUX_TOKEN"})
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 
+EXEC_ENV_ALLOW = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LANGUAGE",
+        "TERM",
+        "TZ",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "TMPDIR",
+        "COLUMNS",
+        "LINES",
+    }
+)
+"""Variables a command always sees (plus every `LC_*`); anything else only when passed through by name."""
+
+ExecIsolation = Literal["auto", "require", "off"]
+
 ExecCompleteCallback = Callable[[str, int, str], "Awaitable[None] | None"]
 """`(exec_id, exit_code, output_tail)`: told when a background command finishes."""
 
@@ -67,14 +93,22 @@ def is_secret_name(name: str) -> bool:
     return upper in _SECRET_NAMES or any(marker in upper for marker in _SECRET_MARKERS)
 
 
-def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a command: `base` (default `os.environ`) without secret-looking variables."""
+def child_environment(
+    base: Mapping[str, str] | None = None, passthrough: Iterable[str] = ()
+) -> dict[str, str]:
+    """The environment for a command: the allow-listed variables of `base` (default `os.environ`)
+    and those named in `passthrough` (exact names; the user's explicit choice, secrets included)."""
     source = os.environ if base is None else base
-    return {name: value for name, value in source.items() if not is_secret_name(name)}
+    extra = set(passthrough)
+    return {
+        name: value
+        for name, value in source.items()
+        if name in EXEC_ENV_ALLOW or name.startswith("LC_") or name in extra
+    }
 
 
-def _command_env(base: Mapping[str, str], cwd: Path) -> dict[str, str]:
-    env = child_environment(base)
+def _command_env(base: Mapping[str, str], cwd: Path, passthrough: Iterable[str]) -> dict[str, str]:
+    env = child_environment(base, passthrough)
     env["PWD"] = str(cwd)
     return env
 
@@ -168,8 +202,8 @@ class ExecOutcome:
         code = self.exit_code
         if self.timed_out:
             status = (
-                f"Command timed out after {self.timeout:g} s and was stopped (its whole process group "
-                f"was killed; exit code {code}). Partial output below."
+                f"Command timed out after {self.timeout:g} s and was stopped (it and every process it "
+                f"started were killed; exit code {code}). Partial output below."
             )
         elif code < 0:
             try:
@@ -239,58 +273,133 @@ def _split_budget(out_total: int, err_total: int, cap: int = EXEC_OUTPUT_CAP) ->
     return half, cap - half
 
 
-async def _spawn(
-    command: str, cwd: Path, env: Mapping[str, str]
-) -> tuple[asyncio.SubprocessTransport, _ExecProtocol]:
+@dataclass
+class _Launch:
+    """A spawned command and how it is isolated."""
+
+    transport: asyncio.SubprocessTransport
+    protocol: _ExecProtocol
+    report_fd: int | None = None
+    """Read end of the namespace init's report pipe (namespace mode)."""
+    marker: str | None = None
+    """The command's environment marker (fallback mode)."""
+
+    def read_report(self) -> tuple[int, bool] | None:
+        """(exit code, something was left running) from the namespace init, if it reported."""
+        if self.report_fd is None:
+            return None
+        fd, self.report_fd = self.report_fd, None
+        try:
+            os.set_blocking(fd, False)
+            raw = os.read(fd, 64)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        try:
+            status, left = raw.split()
+            return os.waitstatus_to_exitcode(int(status)), left == b"1"
+        except ValueError:
+            return None
+
+
+_fallback_hardened = False
+
+
+def _harden_fallback() -> None:
+    global _fallback_hardened
+    if not _fallback_hardened:
+        _fallback_hardened = True
+        if not exec_isolation.make_process_undumpable():
+            logger.warning("exec: could not make the agent process non-dumpable (prctl unavailable)")
+
+
+async def _spawn(command: str, cwd: Path, env: Mapping[str, str], isolation: ExecIsolation) -> _Launch:
     loop = asyncio.get_running_loop()
+    child_env = dict(env)
+    argv: list[str] = [_shell(), "-c", command]
+    marker: str | None = None
+    report_r: int | None = None
+    report_w: int | None = None
+    probe = await asyncio.to_thread(exec_isolation.isolation) if isolation != "off" else None
+    if probe is not None and probe.namespaces:
+        report_r, report_w = os.pipe()
+        argv = [*probe.prefix, str(report_w), *argv]
+    else:
+        if probe is not None and isolation == "require":
+            raise ToolError(
+                f"Commands must run in their own namespace (SandboxConfig(exec_isolation='require')), "
+                f"but {probe.reason}."
+            )
+        if probe is not None:
+            exec_isolation.warn_fallback(probe.reason)
+        _harden_fallback()
+        marker = secrets.token_hex(12)
+        child_env[exec_isolation.EXEC_MARKER_VARIABLE] = marker
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ExecProtocol(loop),
-            _shell(),
-            "-c",
-            command,
+            *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
-            env=dict(env),
+            env=child_env,
             start_new_session=True,
+            pass_fds=() if report_w is None else (report_w,),
         )
     except OSError as exc:
+        if report_r is not None:
+            os.close(report_r)
         raise ToolError(f"Could not start the shell in {cwd}: {exc.strerror or exc}") from None
-    return transport, protocol
+    finally:
+        if report_w is not None:
+            os.close(report_w)
+    return _Launch(transport, protocol, report_r, marker)
 
 
 async def _supervise(
-    transport: asyncio.SubprocessTransport,
-    protocol: _ExecProtocol,
-    command: str,
-    time_limit: float,
-    started: float,
-    redact: list[str],
+    launch: _Launch, command: str, time_limit: float, started: float, redact: list[str]
 ) -> ExecOutcome:
-    """Wait for a spawned command, enforcing the timeout; cancellation kills its process group."""
+    """Wait for a spawned command, enforcing the timeout; cancellation kills everything it started."""
+    transport, protocol = launch.transport, launch.protocol
     pgid = transport.get_pid()
     timed_out = False
     leftovers = False
+    report: tuple[int, bool] | None = None
     try:
         if not await _wait(protocol.exited, time_limit):
             timed_out = True
             await _stop_group(pgid, protocol.exited, KILL_GRACE_SECONDS)
-        if not await _wait(protocol.closed, DRAIN_SECONDS):
-            # The shell is gone but something it started still holds stdout/stderr open.
-            leftovers = not timed_out
+        drained = await _wait(protocol.closed, DRAIN_SECONDS)
+        if launch.marker is not None:
+            # No namespace: the shell is gone, but what it started may still run, in its process
+            # group (`server >log 2>&1 &`, or holding stdout open) or outside it (`setsid`).
+            if not drained or _group_has_live_members(pgid):
+                leftovers = True
+                _signal_group(pgid, signal.SIGKILL)
+            if await asyncio.to_thread(exec_isolation.kill_marked, launch.marker):
+                leftovers = True
+        elif not drained:  # the namespace is gone, so nothing should hold the pipes; be sure
             _signal_group(pgid, signal.SIGKILL)
+        if not drained:
             await _wait(protocol.closed, 1.0)
-        elif not timed_out and _group_has_live_members(pgid):  # e.g. `server >log 2>&1 &`
-            leftovers = True
-            _signal_group(pgid, signal.SIGKILL)
     except BaseException:
         _signal_group(pgid, signal.SIGKILL)
+        if launch.marker is not None:
+            exec_isolation.kill_marked(launch.marker)
+        # Reap it before the cancellation goes on: a loop closed before the child watcher reports
+        # the exit leaves a process that Python warns is "still running".
+        with contextlib.suppress(asyncio.CancelledError):
+            await _wait(protocol.exited, 5.0)
         raise
     finally:
         transport.close()
+        report = launch.read_report()
     code = transport.get_returncode()
+    if report is not None:
+        code, left = report
+        leftovers = leftovers or left
     out_budget, err_budget = _split_budget(protocol.stdout.total, protocol.stderr.total)
     stdout = _redact(protocol.stdout.render(out_budget), redact)
     stderr = _redact(protocol.stderr.render(err_budget), redact)
@@ -302,7 +411,7 @@ async def _supervise(
         duration=time.monotonic() - started,
         timed_out=timed_out,
         timeout=time_limit,
-        leftovers_killed=leftovers,
+        leftovers_killed=leftovers and not timed_out,
     )
 
 
@@ -353,15 +462,19 @@ async def run_command(
     *,
     time_limit: float = 60,
     env: Mapping[str, str] | None = None,
+    passthrough: Iterable[str] = (),
+    isolation: ExecIsolation = "auto",
 ) -> ExecOutcome:
     """Run `command` with the shell in `cwd` and wait for it (the engine behind `exec`).
 
-    `env` defaults to `os.environ` with secrets removed; secret values are also redacted from output.
+    The command sees the allow-listed variables of `env` (default `os.environ`) plus those named in
+    `passthrough`; secret values of `env` are also redacted from the output. `isolation` is
+    `SandboxConfig.exec_isolation`.
     """
     base = os.environ if env is None else env
     started = time.monotonic()
-    transport, protocol = await _spawn(command, cwd, _command_env(base, cwd))
-    return await _supervise(transport, protocol, command, time_limit, started, _secret_values(base))
+    launch = await _spawn(command, cwd, _command_env(base, cwd, passthrough), isolation)
+    return await _supervise(launch, command, time_limit, started, _secret_values(base))
 
 
 @dataclass
@@ -407,18 +520,22 @@ class ExecManager:
         time_limit: float,
         env: Mapping[str, str] | None = None,
         on_complete: ExecCompleteCallback | None = None,
+        passthrough: Iterable[str] = (),
+        isolation: ExecIsolation = "auto",
     ) -> ExecJob:
         """Spawn `command` and return at once; `on_complete` (sync or async) is told when it finishes."""
         if self._closed:
             raise ToolError("The agent is shutting down; background commands can no longer start.")
         base = os.environ if env is None else env
         started = time.monotonic()
-        transport, protocol = await _spawn(command, cwd, _command_env(base, cwd))
+        launch = await _spawn(command, cwd, _command_env(base, cwd, passthrough), isolation)
         exec_id = self._new_id()
-        job = ExecJob(exec_id=exec_id, command=command, pid=transport.get_pid(), started_at=time.time())
+        job = ExecJob(
+            exec_id=exec_id, command=command, pid=launch.transport.get_pid(), started_at=time.time()
+        )
         self._jobs[exec_id] = job
         job.task = asyncio.create_task(
-            self._watch(job, transport, protocol, time_limit, started, _secret_values(base), on_complete),
+            self._watch(job, launch, time_limit, started, _secret_values(base), on_complete),
             name=f"openclaw-mini {exec_id}",
         )
         job.task.add_done_callback(_log_failure)
@@ -433,14 +550,13 @@ class ExecManager:
     async def _watch(
         self,
         job: ExecJob,
-        transport: asyncio.SubprocessTransport,
-        protocol: _ExecProtocol,
+        launch: _Launch,
         time_limit: float,
         started: float,
         redact: list[str],
         on_complete: ExecCompleteCallback | None,
     ) -> ExecOutcome:
-        outcome = await _supervise(transport, protocol, job.command, time_limit, started, redact)
+        outcome = await _supervise(launch, job.command, time_limit, started, redact)
         job.outcome = outcome
         self._forget_old()
         if on_complete is not None:
@@ -458,7 +574,7 @@ class ExecManager:
             del self._jobs[key]
 
     async def kill(self, exec_id: str) -> bool:
-        """Stop one background command (its whole process group); False if it is not running."""
+        """Stop one background command and everything it started; False if it is not running."""
         job = self._jobs.get(exec_id)
         if job is None or not job.running or job.task is None:
             return False
@@ -505,8 +621,12 @@ async def exec_(
     if not 1 <= timeout <= EXEC_MAX_TIMEOUT_SECONDS:
         raise ToolError(f"timeout must be between 1 and {EXEC_MAX_TIMEOUT_SECONDS} seconds, got {timeout}.")
     cwd = ctx.sandbox.workspace
+    passthrough = ctx.sandbox.config.exec_env_passthrough
+    isolation = ctx.sandbox.config.exec_isolation
     if not background:
-        outcome = await run_command(command, cwd, time_limit=timeout)
+        outcome = await run_command(
+            command, cwd, time_limit=timeout, passthrough=passthrough, isolation=isolation
+        )
         return outcome.render()
     manager = ctx.service("exec_manager")
     if manager is None:  # a tool used on its own: the context's owner closes it
@@ -527,7 +647,9 @@ async def exec_(
             if inspect.isawaitable(result):
                 await result
 
-    job = await manager.start(command, cwd, time_limit=timeout, on_complete=notify)
+    job = await manager.start(
+        command, cwd, time_limit=timeout, on_complete=notify, passthrough=passthrough, isolation=isolation
+    )
     return (
         f"Started background command {job.exec_id} (pid {job.pid}, timeout {timeout} s). "
         "Its exit code and the tail of its output will be reported when it finishes."
