@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,7 @@ from .llm import AnthropicModel, Model, ModelError, ModelRequest
 from .loop import LoopHooks, LoopOutcome, run_tool_loop
 from .session import LiveSession, LoadedSession, SessionKey, SessionLanes, SessionStore
 from .tools.base import Tool, ToolContext, ToolRegistry
-from .tools.policy import Sandbox, SandboxConfig, ToolPolicy
+from .tools.policy import ApprovalCallback, ApprovalMode, Sandbox, SandboxConfig, ToolPolicy
 from .transcript import CompactionEntry, CustomEntry, MessageEntry, build_messages
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         HeartbeatStatus,
         HeartbeatTurn,
     )
+    from .mcp import McpManager, McpServerConfig
     from .skills import SkillLoader, SkillSnapshot
 
 __all__ = ["Agent", "MissingAPIKeyError"]
@@ -102,6 +103,9 @@ class Agent:
         max_spawn_depth: int | None = None,
         system_prompt: str | None = None,
         config: AgentConfig | None = None,
+        approval: Mapping[str, ApprovalMode] | None = None,
+        approve: ApprovalCallback | None = None,
+        mcp_servers: Mapping[str, McpServerConfig | dict[str, Any]] | None = None,
     ) -> None:
         model_name = model if isinstance(model, str) else getattr(model, "model_name", "custom")
         values: dict[str, Any] = dict(
@@ -128,6 +132,8 @@ class Agent:
             compaction=compaction,
             timezone=timezone,
             max_spawn_depth=max_spawn_depth,
+            approval=approval,
+            mcp_servers=mcp_servers,
         )
         if config is not None:
             merged = config.model_dump()
@@ -166,7 +172,18 @@ class Agent:
             self._skill_loader = SkillLoader(self.workspace)
         # Bundled and user skill folders stay readable with the sandbox on: the prompt points there.
         read_roots = self._skill_loader.read_roots if self._skill_loader is not None else ()
-        self._sandbox = Sandbox(self.workspace, self.config.sandbox, read_roots=read_roots)
+        self._sandbox = Sandbox(
+            self.workspace,
+            self.config.sandbox,
+            read_roots=read_roots,
+            approval=self.config.approval,
+            approve=approve,
+        )
+        self._mcp: McpManager | None = None
+        if self.config.mcp_servers:
+            from .mcp import McpManager
+
+            self._mcp = McpManager(self.config.mcp_servers, self.workspace, self.config.state_dir / "mcp")
         self._heartbeat: HeartbeatRunner | None = None
         self._bootstrap_loader: BootstrapLoader | None = None
 
@@ -323,6 +340,7 @@ class Agent:
         await self._persist(state, MessageEntry(role="user", content=user_content))
         state.append_user(user_content)
 
+        await self._add_mcp_tools(name, emit)
         request = await self._base_request(key, skills, emit)
         hooks = LoopHooks(
             emit=emit,
@@ -350,6 +368,16 @@ class Agent:
             stop_reason=outcome.stop_reason,
             turns=outcome.turns,
         )
+
+    async def _add_mcp_tools(self, session_key: str, emit: Callable[[RunEvent], None]) -> None:
+        """Start the MCP servers (first run, or after a failed start) and register their tools."""
+        if self._mcp is None:
+            return
+        found, problems = await self._mcp.tools()
+        for item in found:
+            self._registry.add(item)
+        for problem in problems:
+            emit(RunEvent("warning", session_key, text=problem))
 
     def _tool_context(
         self, session_key: str, emit: Callable[[RunEvent], None] | None = None
@@ -838,6 +866,8 @@ class Agent:
                 await task
         if not self._owns_model:
             return  # a sub-agent shares its parent's model, tools' handles and processes
+        if self._mcp is not None:
+            await self._mcp.aclose()
         manager = self.extras.get("exec_manager")
         if manager is not None:
             await manager.aclose()

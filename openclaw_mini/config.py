@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .tools.policy import SandboxConfig, ToolPolicy
+from .mcp.config import McpServerConfig, check_server_name
+from .tools.policy import ApprovalMode, SandboxConfig, ToolPolicy
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -117,6 +118,26 @@ class AgentConfig(BaseModel):
     """IANA timezone for dates in prompts and memory file names; default: the host's."""
     max_spawn_depth: int = Field(1, ge=0)
     """How deep sub-agents may spawn sub-agents (1: the main agent may spawn, children may not)."""
+    approval: dict[str, ApprovalMode] = Field(default_factory=dict)
+    """`allow`/`ask`/`deny` per tool name, glob (`mcp__git__*`) or `group:<name>`; `*` is the default.
+    `ask` needs the `approve=` callback; without one the call is refused with a hint."""
+    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    """MCP servers whose tools join the registry as `mcp__<server>__<tool>` (started lazily)."""
+
+    @field_validator("approval")
+    @classmethod
+    def _check_approval(cls, value: dict[str, ApprovalMode]) -> dict[str, ApprovalMode]:
+        for entry in value:
+            if not entry.strip():
+                raise ValueError("an approval rule needs a tool name, a glob or 'group:<name>'")
+        return value
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _check_server_names(cls, value: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in value:
+            check_server_name(name)
+        return value
 
     @field_validator("workspace_dir", mode="before")
     @classmethod
