@@ -25,7 +25,7 @@ def test_most_specific_rule_wins() -> None:
 
 
 def test_bad_approval_value_is_a_config_error(make_agent) -> None:
-    with pytest.raises(ConfigError, match="approval.write"):
+    with pytest.raises(ConfigError, match=r"approval\.write"):
         make_agent(approval={"write": "maybe"})
 
 
@@ -53,13 +53,17 @@ async def test_callback_sees_the_call_and_decides(
         return request.arguments["path"] == "yes.txt"
 
     fake_server.queue(
-        tool_reply(("write", {"path": "yes.txt", "content": "a"}), ("write", {"path": "no.txt", "content": "b"})),
+        tool_reply(
+            ("write", {"path": "yes.txt", "content": "a"}), ("write", {"path": "no.txt", "content": "b"})
+        ),
         text_reply("done"),
     )
     agent = make_agent(approval={"group:fs": "ask", "read": "allow"}, approve=approve)
     result = await agent.run("s", "write both")
     assert sorted(r.arguments["path"] for r in seen) == ["no.txt", "yes.txt"]
-    assert seen[0].tool == "write" and seen[0].session_key == "agent:main:s" and seen[0].workspace == workspace
+    assert (
+        seen[0].tool == "write" and seen[0].session_key == "agent:main:s" and seen[0].workspace == workspace
+    )
     assert (workspace / "yes.txt").read_text() == "a"
     assert not (workspace / "no.txt").exists()
     refused = [c for c in result.tool_calls if c.is_error]
@@ -75,7 +79,9 @@ async def test_denied_by_approval_is_not_offered(make_agent, fake_server: FakeAn
     assert result.tool_calls[0].is_error and "denied" in result.tool_calls[0].output
 
 
-async def test_sync_callback_and_allow_rule(make_agent, fake_server: FakeAnthropicServer, workspace: Path) -> None:
+async def test_sync_callback_and_allow_rule(
+    make_agent, fake_server: FakeAnthropicServer, workspace: Path
+) -> None:
     calls: list[str] = []
 
     def approve(request: ApprovalRequest) -> bool:
