@@ -66,6 +66,8 @@ class McpServerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerConfig:
+        if not self.enabled and not self.command and not self.url:
+            return self  # `enabled = false` alone switches off a server declared in .mcp.json
         if bool(self.command) == bool(self.url):
             raise ValueError("set exactly one of 'command' (a stdio server) or 'url' (an HTTP server)")
         kind = "stdio" if self.command else "http"
@@ -85,7 +87,7 @@ class McpServerConfig(BaseModel):
         """The command line or URL, for listings (headers and env values left out)."""
         if self.command:
             return " ".join([self.command, *self.args])
-        return str(self.url)
+        return str(self.url or "(disabled)")
 
 
 def check_server_name(name: str) -> str:
