@@ -270,3 +270,35 @@ def test_dot_mcp_json_is_read_and_errors_name_file_server_and_line(tmp_path: Pat
     with pytest.raises(ConfigError, match="line 2"):
         load_mcp_json(tmp_path)
     assert load_mcp_json(tmp_path / "missing") == {}
+
+
+def test_mcp_list_and_doctor_show_servers_state_and_tools(workspace: Path) -> None:
+    from typer.testing import CliRunner
+
+    from openclaw_mini.cli.doctor import collect_checks
+    from openclaw_mini.cli.main import app
+
+    (workspace / "openclaw-mini.toml").write_text(
+        f"[mcp_servers.edge]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(str(EDGE))}]\n"
+        '[mcp_servers.ghost]\ncommand = "no-such-mcp-server-command"\n'
+    )
+    (workspace / ".mcp.json").write_text(
+        json.dumps({"mcpServers": {"off": {"command": "x", "enabled": False}}})
+    )
+    result = CliRunner().invoke(app, ["mcp", "list", "-w", str(workspace)])
+    assert result.exit_code == 1, result.output  # one server failed
+    assert "edge  running" in result.output and "    mcp__edge__echo" in result.output
+    assert "ghost  failed" in result.output and "command not found" in result.output
+    assert "off  disabled" in result.output
+    rows = {check.name: check for check in collect_checks(workspace, env={})}
+    assert rows["Config"].status == "pass" and "openclaw-mini.toml" in rows["Config"].detail
+    assert rows["MCP edge"].status == "pass" and "mcp__edge__weather" in rows["MCP edge"].detail
+    assert rows["MCP ghost"].status == "fail" and rows["MCP off"].status == "warn"
+
+
+def test_doctor_reports_a_bad_config_file(workspace: Path) -> None:
+    from openclaw_mini.cli.doctor import collect_checks
+
+    (workspace / "openclaw-mini.toml").write_text("\n[approval]\nexec = 1\n")
+    rows = {check.name: check for check in collect_checks(workspace, env={})}
+    assert rows["Config"].status == "fail" and "line 3: approval.exec" in rows["Config"].detail

@@ -15,15 +15,20 @@ __all__ = ["app", "probe_servers"]
 app = typer.Typer(help="MCP tool servers from openclaw-mini.toml and .mcp.json.", no_args_is_help=True)
 
 
-async def probe_servers(workspace: Path) -> list[tuple[str, str, str, list[str], str | None]]:
-    """Start each server once: (name, transport + command/url, state, tool names, error)."""
+async def probe_servers(
+    workspace: Path, *, keep_logs: bool = True
+) -> list[tuple[str, str, str, list[str], str | None]]:
+    """Start each server once: (name, transport + command/url, state, tool names, error).
+
+    With `keep_logs`, a stdio server's stderr goes to `.openclaw-mini/mcp/NAME.log`; else nowhere
+    (doctor writes no file)."""
     from ..mcp.client import McpManager
     from .config import command_settings
 
     settings = command_settings(workspace)
-    manager = McpManager(
-        settings.config.mcp_servers, settings.config.workspace_dir, settings.config.state_dir / "mcp"
-    )
+    config = settings.config
+    logs = config.state_dir / "mcp" if keep_logs else None
+    manager = McpManager(config.mcp_servers, config.workspace_dir, logs)
     try:
         await manager.start()
         rows: list[tuple[str, str, str, list[str], str | None]] = []

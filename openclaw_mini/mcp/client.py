@@ -17,6 +17,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -143,8 +144,8 @@ class McpServer:
                 errlog.close()
 
     def _open_errlog(self) -> TextIO | None:
-        if self.log_path is None:
-            return None
+        if self.log_path is None:  # no log folder: the output is dropped, never shown in the terminal
+            return open(os.devnull, "w", encoding="utf-8")
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             return open(self.log_path, "a", encoding="utf-8")
