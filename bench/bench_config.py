@@ -40,8 +40,8 @@ def _wall(command: list[str], cwd: Path, env: dict[str, str], runs: int = 5) -> 
 
 
 async def _mcp_costs(workspace: Path) -> tuple[float, float]:
-    from openclaw_mini.mcp.client import McpManager
     from openclaw_mini.mcp.config import McpServerConfig
+    from openclaw_mini.mcp.servers import McpManager
 
     config = McpServerConfig(command=sys.executable, args=[str(EDGE)])
     manager = McpManager({"edge": config}, workspace, None)

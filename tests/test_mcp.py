@@ -19,7 +19,7 @@ import pytest
 
 from openclaw_mini import ConfigError, ToolPolicy
 from openclaw_mini.mcp import McpServerConfig, load_mcp_json
-from openclaw_mini.mcp.client import McpManager, result_to_output
+from openclaw_mini.mcp.servers import McpManager, result_to_output
 from openclaw_mini.testing import FakeAnthropicServer, text_reply, tool_reply
 
 EDGE = Path(__file__).parent / "fixtures" / "mcp_edge_server.py"

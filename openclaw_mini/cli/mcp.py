@@ -22,7 +22,7 @@ async def probe_servers(
 
     With `keep_logs`, a stdio server's stderr goes to `.openclaw-mini/mcp/NAME.log`; else nowhere
     (doctor writes no file)."""
-    from ..mcp.client import McpManager
+    from ..mcp.servers import McpManager
     from .config import command_settings
 
     settings = command_settings(workspace)

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["McpManager", "McpServer", "McpServerConfig", "load_mcp_json", "tool_prefix"]
 
 _EXPORTS = {
-    "McpManager": ".client",
-    "McpServer": ".client",
+    "McpManager": ".servers",
+    "McpServer": ".servers",
     "McpServerConfig": ".config",
     "load_mcp_json": ".config",
     "tool_prefix": ".config",
 }
 
 if TYPE_CHECKING:
-    from .client import McpManager, McpServer
     from .config import McpServerConfig, load_mcp_json, tool_prefix
+    from .servers import McpManager, McpServer
 
 
 def __getattr__(name: str) -> Any:
