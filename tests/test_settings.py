@@ -190,3 +190,21 @@ def test_run_with_a_bad_config_file_fails_plainly(
     )
     assert completed.returncode == 2
     assert "openclaw-mini.toml, line 1: max_turns" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_session_commands_use_the_configured_agent_id(
+    fake_server: FakeAnthropicServer, workspace: Path, tmp_path: Path
+) -> None:
+    fake_server.queue(text_reply("hello from ada"))
+    (workspace / "openclaw-mini.toml").write_text('agent_id = "ada"\n')
+    completed = subprocess.run(
+        [sys.executable, "-m", "openclaw_mini.cli.main", "run", "-w", str(workspace), "hi"],
+        env=_cli_env(fake_server, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    shown = CliRunner().invoke(app, ["sessions", "show", "main", "-w", str(workspace)])
+    assert shown.exit_code == 0, shown.output
+    assert "hello from ada" in shown.output  # found under agent:ada:main, not agent:main:main

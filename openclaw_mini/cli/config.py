@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from ..tools.policy import ApprovalCallback
 
-__all__ = ["app", "build_agent", "command_settings", "merge_heartbeat"]
+__all__ = ["app", "build_agent", "command_settings", "configured_agent_id", "merge_heartbeat"]
 
 app = typer.Typer(
     help="Show the effective configuration and where each value comes from.", no_args_is_help=True
@@ -31,6 +31,11 @@ def command_settings(workspace: Path, **overrides: Any) -> Settings:
     from ..settings import load_settings
 
     return load_settings(workspace, overrides)
+
+
+def configured_agent_id(workspace: Path) -> str:
+    """The agent id the config files (or $OPENCLAW_MINI_AGENT_ID) give, for commands on sessions."""
+    return command_settings(workspace).config.agent_id
 
 
 def merge_heartbeat(base: HeartbeatConfig | None, flags: HeartbeatConfig) -> HeartbeatConfig:
