@@ -219,6 +219,33 @@ async def test_streamable_http_server(make_agent, fake_server: FakeAnthropicServ
     assert result.tool_calls[0].output == "over http"
 
 
+async def test_streamable_http_server_with_headers(
+    make_agent, fake_server: FakeAnthropicServer, http_edge: str
+) -> None:
+    fake_server.queue(tool_reply(("mcp__remote__pid", {})), text_reply("ok"))
+    headers = {"Authorization": "Bearer not-a-real-token"}
+    agent = make_agent(mcp_servers={"remote": {"url": http_edge, "headers": headers}})
+    result = await agent.run("s", "go")
+    assert not result.tool_calls[0].is_error and result.tool_calls[0].output.isdigit()
+    assert "not-a-real-token" not in repr(agent.config)
+    await agent.aclose()  # closes the HTTP client it opened (warnings are errors in this suite)
+
+
+async def test_stdio_server_gets_no_secrets_from_our_environment(
+    make_agent, fake_server: FakeAnthropicServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value")
+    fake_server.queue(
+        tool_reply(
+            ("mcp__edge__env_var", {"name": "ANTHROPIC_API_KEY"}), ("mcp__edge__env_var", {"name": "MINE"})
+        ),
+        text_reply("ok"),
+    )
+    agent = make_agent(mcp_servers={"edge": edge(env={"MINE": "given"})})
+    result = await agent.run("s", "go")
+    assert [call.output for call in result.tool_calls] == ["<unset>", "given"]
+
+
 async def test_manager_lists_without_an_agent(tmp_path: Path) -> None:
     manager = McpManager({"edge": McpServerConfig.model_validate(edge())}, tmp_path, tmp_path / "logs")
     try:

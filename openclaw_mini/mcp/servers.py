@@ -119,9 +119,10 @@ class McpServer:
                     from mcp.client.stdio import stdio_client
 
                     target = stdio_client(target, errlog=errlog)
-            else:
-                target = self._http_transport()
-            async with Client(target, mode="legacy", cache=None) as client:
+            async with contextlib.AsyncExitStack() as stack:
+                if not self.config.command:
+                    target = await self._http_transport(stack)
+                client = await stack.enter_async_context(Client(target, mode="legacy", cache=None))
                 self.listing = await _list_tools(client)
                 self._client = client
                 if not ready.done():
@@ -152,14 +153,15 @@ class McpServer:
         except OSError:
             return None
 
-    def _http_transport(self) -> Any:
+    async def _http_transport(self, stack: contextlib.AsyncExitStack) -> Any:
+        """The streamable-HTTP transport; with headers, over an HTTP client this task owns and closes."""
         from mcp.client.streamable_http import streamable_http_client
 
         if not self.config.headers:
             return streamable_http_client(self.config.url or "")
-        import httpx2
+        from mcp.shared._httpx_utils import create_mcp_http_client
 
-        http = httpx2.AsyncClient(headers=dict(self.config.headers), timeout=self.config.timeout_seconds)
+        http = await stack.enter_async_context(create_mcp_http_client(headers=dict(self.config.headers)))
         return streamable_http_client(self.config.url or "", http_client=http)
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> str | list[dict[str, Any]]:
