@@ -126,8 +126,13 @@ class Settings:
         return "default"
 
     def agent_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `Agent(...)`."""
-        return {"config": self.config, "heartbeat": self.heartbeat}
+        """Keyword arguments for `Agent(...)`: `Agent(**settings.agent_kwargs(), approve=...)`."""
+        return {
+            "workspace_dir": self.config.workspace_dir,
+            "model": self.config.model,  # `Agent(model=...)` has a default that would win over `config=`
+            "config": self.config,
+            "heartbeat": self.heartbeat,
+        }
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(dotted key, shown value, origin) for every leaf value; secrets masked, the key left out."""

@@ -208,3 +208,18 @@ def test_session_commands_use_the_configured_agent_id(
     shown = CliRunner().invoke(app, ["sessions", "show", "main", "-w", str(workspace)])
     assert shown.exit_code == 0, shown.output
     assert "hello from ada" in shown.output  # found under agent:ada:main, not agent:main:main
+
+
+async def test_agent_from_settings(workspace: Path, fake_server: FakeAnthropicServer) -> None:
+    from openclaw_mini import Agent
+
+    (workspace / "openclaw-mini.toml").write_text(
+        'model = "claude-from-file"\n[approval]\nwrite = "deny"\n[heartbeat]\nevery = "2h"\n'
+    )
+    settings = load_settings(workspace, {"base_url": fake_server.url, "api_key": "test-key"})
+    fake_server.queue(text_reply("hi"))
+    async with Agent(**settings.agent_kwargs()) as agent:
+        await agent.run("s", "hello")
+        assert "write" not in [tool.name for tool in agent.tools]
+        assert agent.heartbeat_config.every == "2h"
+    assert fake_server.requests[0].model == "claude-from-file"

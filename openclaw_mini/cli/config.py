@@ -58,13 +58,7 @@ def build_agent(
 
     settings = command_settings(workspace, model=model, agent_id=agent_id)
     beat = settings.heartbeat if heartbeat is None else merge_heartbeat(settings.heartbeat, heartbeat)
-    return Agent(
-        workspace_dir=settings.config.workspace_dir,
-        model=settings.config.model,  # Agent's `model=` has a default that would win over `config=`
-        config=settings.config,
-        heartbeat=beat,
-        approve=approve,
-    )
+    return Agent(**{**settings.agent_kwargs(), "heartbeat": beat}, approve=approve)
 
 
 @app.command("show")
