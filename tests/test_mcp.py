@@ -317,6 +317,13 @@ def test_mcp_list_and_doctor_show_servers_state_and_tools(workspace: Path) -> No
     assert "edge  running" in result.output and "    mcp__edge__echo" in result.output
     assert "ghost  failed" in result.output and "command not found" in result.output
     assert "off  disabled" in result.output
+    listed = json.loads(CliRunner().invoke(app, ["mcp", "list", "-w", str(workspace), "--json"]).output)
+    assert {row["name"]: row["state"] for row in listed} == {
+        "edge": "running",
+        "ghost": "failed",
+        "off": "disabled",
+    }
+    assert (workspace / ".openclaw-mini" / "mcp" / "ghost.log").exists()
     rows = {check.name: check for check in collect_checks(workspace, env={})}
     assert rows["Config"].status == "pass" and "openclaw-mini.toml" in rows["Config"].detail
     assert rows["MCP edge"].status == "pass" and "mcp__edge__weather" in rows["MCP edge"].detail
