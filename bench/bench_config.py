@@ -87,6 +87,14 @@ def run() -> list[tuple[str, str, str]]:
                 "-",
             )
         )
+        base = [python, "-c", "import openclaw_mini.agent"]
+        loaded = [
+            python,
+            "-c",
+            "import openclaw_mini.agent, openclaw_mini.settings as s; s.load_settings('.')",
+        ]
+        extra = _wall(loaded, workspace, env) - _wall(base, workspace, env)
+        rows.append(("config cost at chat/run start (import + first load)", f"{extra:.0f} ms", "-"))
         saved = os.environ.get("XDG_CONFIG_HOME")
         os.environ["XDG_CONFIG_HOME"] = env["XDG_CONFIG_HOME"]
         try:
