@@ -296,7 +296,7 @@ def load_settings(
         raise ConfigError(_describe(exc, sources)) from None
 
     values = {name: getattr(settings, name) for name in AgentConfig.model_fields}
-    values["api_key"] = explicit.get("api_key")
+    values["api_key"] = settings.api_key  # from `overrides` or OPENCLAW_MINI_API_KEY, never a file
     if read_mcp_json:
         dot_mcp = load_mcp_json(root)
         if dot_mcp:

@@ -12,7 +12,7 @@ import fnmatch
 import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,7 +113,6 @@ class ApprovalRequest:
     workspace: Path
     tool_use_id: str = ""
     group: str = "custom"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 ApprovalCallback = Callable[[ApprovalRequest], Awaitable[bool] | bool]
