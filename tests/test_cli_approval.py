@@ -42,6 +42,8 @@ def test_chat_asks_before_writing(fake_server: FakeAnthropicServer, workspace: P
         tool_reply(("write", {"path": "a.txt", "content": "one"})),
         tool_reply(("write", {"path": "b.txt", "content": "two"})),
         text_reply("Both written."),
+        tool_reply(("exec", {"command": "touch again"})),
+        text_reply("Not run either."),
     )
     child = pexpect.spawn(
         sys.executable,
@@ -73,12 +75,19 @@ def test_chat_asks_before_writing(fake_server: FakeAnthropicServer, workspace: P
         child.sendline("a")
         child.expect("Both written.")  # b.txt was not asked about
         child.expect("you ›")
+        child.sendline("once more")
+        child.expect(r"\$ touch again")
+        child.expect("this session ›")
+        child.sendintr()  # Ctrl-C answers no; the turn goes on
+        child.expect("refused")
+        child.expect("Not run either.")
+        child.expect("you ›")
         child.sendeof()
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
     assert (workspace / "plan.md").read_text() == "ship on friday\n"
-    assert not (workspace / "pwned").exists()
+    assert not (workspace / "pwned").exists() and not (workspace / "again").exists()
     assert (workspace / "a.txt").read_text() == "one" and (workspace / "b.txt").read_text() == "two"
     refused = fake_server.requests[3].messages[-1]["content"][0]
     assert refused["is_error"] is True and "did not approve" in str(refused["content"])
