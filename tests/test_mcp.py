@@ -151,12 +151,16 @@ async def test_whole_server_denied(make_agent, fake_server: FakeAnthropicServer)
 
 
 async def test_server_that_cannot_start_is_a_warning(make_agent, fake_server: FakeAnthropicServer) -> None:
-    fake_server.queue(text_reply("still here"))
+    fake_server.queue(text_reply("still here"), text_reply("again"))
     agent = make_agent(mcp_servers={"ghost": {"command": "no-such-mcp-server-command"}})
     events = [event async for event in agent.stream("s", "hi")]
     warnings = [event.text for event in events if event.type == "warning"]
     assert any("'ghost'" in text and "command not found" in text for text in warnings)
     assert events[-1].result is not None and events[-1].result.text == "still here"
+    # The next run does not wait for it again right away (a hanging server would stall every run).
+    events = [event async for event in agent.stream("s", "hi again")]
+    assert not [event for event in events if event.type == "warning"]
+    assert agent._mcp is not None and agent._mcp.servers["ghost"].starts == 1
 
 
 def _alive(pid: int) -> bool:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -39,6 +40,9 @@ _TOOL_NAME = re.compile(r"[^A-Za-z0-9_-]")
 MAX_TOOL_NAME = 64
 """The Messages API's limit on a tool name."""
 _LIST_PAGES = 100
+RETRY_FAILED_SECONDS = 60.0
+"""A server that failed to start is not retried by every run (a hanging one would stall each
+run for its whole startup timeout); a call of one of its tools still retries at once."""
 
 
 class McpServerError(ToolError):
@@ -58,6 +62,9 @@ class McpServer:
         self.listing: list[Any] = []
         """The server's tools (`mcp_types.Tool`) as last listed; kept across a crash."""
         self.starts = 0
+        self.started_at: float | None = None
+        """When the last start began (monotonic): a failed server is retried at most every
+        `RETRY_FAILED_SECONDS` by runs (a call to one of its tools retries at once)."""
         self._client: Client | None = None
         self._owner: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
@@ -76,6 +83,7 @@ class McpServer:
             await self._shutdown()
             self.state = "starting"
             self.starts += 1
+            self.started_at = time.monotonic()
             loop = asyncio.get_running_loop()
             ready: asyncio.Future[None] = loop.create_future()
             self._stop = asyncio.Event()
@@ -319,7 +327,16 @@ class McpManager:
 
     async def start(self) -> list[str]:
         """Start every enabled server that is not running (concurrently); the failures' messages."""
-        pending = [server for server in self.servers.values() if server.state in ("stopped", "failed")]
+        now = time.monotonic()
+        pending = [
+            server
+            for server in self.servers.values()
+            if server.state == "stopped"
+            or (
+                server.state == "failed"
+                and (server.started_at is None or now - server.started_at >= RETRY_FAILED_SECONDS)
+            )
+        ]
         outcomes = await asyncio.gather(*(server.start() for server in pending), return_exceptions=True)
         problems = []
         for outcome in outcomes:
