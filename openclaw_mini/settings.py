@@ -297,6 +297,10 @@ def load_settings(
 
     values = {name: getattr(settings, name) for name in AgentConfig.model_fields}
     values["api_key"] = settings.api_key  # from `overrides` or OPENCLAW_MINI_API_KEY, never a file
+    sandbox = settings.sandbox
+    if sandbox.extra_read_roots:  # relative to the workspace, not to wherever the command runs
+        roots = tuple(root / Path(os.path.expanduser(str(path))) for path in sandbox.extra_read_roots)
+        values["sandbox"] = sandbox.model_copy(update={"extra_read_roots": roots})
     if read_mcp_json:
         dot_mcp = load_mcp_json(root)
         if dot_mcp:

@@ -223,3 +223,10 @@ async def test_agent_from_settings(workspace: Path, fake_server: FakeAnthropicSe
         assert "write" not in [tool.name for tool in agent.tools]
         assert agent.heartbeat_config.every == "2h"
     assert fake_server.requests[0].model == "claude-from-file"
+
+
+def test_relative_read_roots_are_taken_from_the_workspace(workspace: Path) -> None:
+    text = '[sandbox]\nextra_read_roots = ["../shared", "/opt/docs"]\n'
+    (workspace / "openclaw-mini.toml").write_text(text)
+    roots = load_settings(workspace).config.sandbox.extra_read_roots
+    assert roots == (workspace / "../shared", Path("/opt/docs"))
