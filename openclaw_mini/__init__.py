@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "Agent": ".agent",
     "AgentConfig": ".config",
     "AnthropicModel": ".llm",
+    "ApprovalRequest": ".tools.policy",
     "BootstrapConfig": ".config",
     "CompactionConfig": ".config",
     "ConfigError": ".errors",
@@ -30,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "HeartbeatRequest": ".heartbeat",
     "HeartbeatTask": ".heartbeat",
     "MemoryHit": ".memory",
+    "McpServerConfig": ".mcp.config",
     "MemoryStore": ".memory",
     "MissingAPIKeyError": ".errors",
     "Model": ".llm",
@@ -41,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "RunEvent": ".events",
     "RunResult": ".events",
     "SandboxConfig": ".tools.policy",
+    "Settings": ".settings",
     "SessionKey": ".session",
     "SessionStore": ".session",
     "Skill": ".skills",
@@ -53,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "ToolError": ".errors",
     "ToolPolicy": ".tools.policy",
     "Usage": ".llm",
+    "load_settings": ".settings",
     "tool": ".tools.base",
 }
 
@@ -60,6 +64,7 @@ __all__ = [
     "Agent",
     "AgentConfig",
     "AnthropicModel",
+    "ApprovalRequest",
     "BootstrapConfig",
     "CompactionConfig",
     "ConfigError",
@@ -67,6 +72,7 @@ __all__ = [
     "HeartbeatConfig",
     "HeartbeatRequest",
     "HeartbeatTask",
+    "McpServerConfig",
     "MemoryHit",
     "MemoryStore",
     "MissingAPIKeyError",
@@ -81,6 +87,7 @@ __all__ = [
     "SandboxConfig",
     "SessionKey",
     "SessionStore",
+    "Settings",
     "Skill",
     "SkillLoader",
     "Tool",
@@ -92,6 +99,7 @@ __all__ = [
     "ToolTimeout",
     "Usage",
     "__version__",
+    "load_settings",
     "tool",
 ]
 
@@ -111,11 +119,13 @@ if TYPE_CHECKING:
     from .events import RunEvent, RunResult, ToolCallRecord
     from .heartbeat import HeartbeatConfig, HeartbeatRequest, HeartbeatTask
     from .llm import AnthropicModel, Model, ModelRequest, ModelResponse, Usage
+    from .mcp.config import McpServerConfig
     from .memory import MemoryHit, MemoryStore
     from .session import SessionKey, SessionStore
+    from .settings import Settings, load_settings
     from .skills import Skill, SkillLoader
     from .tools.base import Tool, ToolContext, tool
-    from .tools.policy import SandboxConfig, ToolPolicy
+    from .tools.policy import ApprovalRequest, SandboxConfig, ToolPolicy
 
 
 def __getattr__(name: str) -> Any:

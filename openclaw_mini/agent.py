@@ -14,12 +14,11 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import (
-    DEFAULT_MODEL,
     AgentConfig,
     BootstrapConfig,
     CompactionConfig,
@@ -37,11 +36,12 @@ from .session import LiveSession, SessionCache, SessionKey, SessionLanes, Sessio
 from .subagents import Subagents
 from .tools import builtin_tools
 from .tools.base import Tool, ToolContext, ToolRegistry
-from .tools.policy import Sandbox, SandboxConfig, ToolPolicy
+from .tools.policy import ApprovalCallback, ApprovalMode, Sandbox, SandboxConfig, ToolPolicy
 from .transcript import CustomEntry, MessageEntry
 
 if TYPE_CHECKING:
     from .heartbeat import HeartbeatConfig, HeartbeatOutcome, HeartbeatStatus
+    from .mcp import McpServerConfig
 
 __all__ = ["Agent", "MissingAPIKeyError"]
 
@@ -66,7 +66,7 @@ class Agent:
         workspace_dir: str | Path = ".",
         *,
         agent_id: str | None = None,
-        model: str | Model = DEFAULT_MODEL,
+        model: str | Model | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
         max_turns: int | None = None,
@@ -92,8 +92,14 @@ class Agent:
         tool_timeout_seconds: float | None = None,
         system_prompt: str | None = None,
         config: AgentConfig | None = None,
+        approval: Mapping[str, ApprovalMode] | None = None,
+        approve: ApprovalCallback | None = None,
+        mcp_servers: Mapping[str, McpServerConfig | dict[str, Any]] | None = None,
     ) -> None:
-        model_name = model if isinstance(model, str) else getattr(model, "model_name", "custom")
+        # None keeps `config`'s model (else the default, `DEFAULT_MODEL`); a `Model` names itself.
+        model_name = (
+            model if model is None or isinstance(model, str) else getattr(model, "model_name", "custom")
+        )
         # Every keyword named like an `AgentConfig` field is a setting (None: the default).
         values: dict[str, Any] = {k: v for k, v in locals().items() if k in AgentConfig.model_fields}
         values["model"] = model_name
@@ -106,7 +112,7 @@ class Agent:
             values = merged
         self.config: AgentConfig = build_config(**values)
         self._setup(
-            model=None if isinstance(model, str) else model,
+            model=None if model is None or isinstance(model, str) else model,
             owns_model=True,
             services=None,
             extra_tools=tools,
@@ -114,6 +120,7 @@ class Agent:
             heartbeat=heartbeat,
             system_prompt=system_prompt,
             extras={},
+            approve=approve,
         )
 
     def _setup(
@@ -127,6 +134,7 @@ class Agent:
         heartbeat: Any,
         system_prompt: str | None,
         extras: dict[str, Any],
+        approve: ApprovalCallback | None,
     ) -> None:
         """Every attribute an agent has, set in one place for the constructor and `spawn_child`."""
         config = self.config
@@ -169,7 +177,9 @@ class Agent:
             self._skill_loader = SkillLoader(self.workspace)
         # Bundled and user skill folders stay readable with the sandbox on: the prompt points there.
         read_roots = self._skill_loader.read_roots if self._skill_loader is not None else ()
-        self._sandbox = Sandbox(self.workspace, config.sandbox, read_roots=read_roots)
+        self._sandbox = Sandbox(
+            self.workspace, config.sandbox, read_roots=read_roots, approval=config.approval, approve=approve
+        )
         self._subagents: Subagents | None = None
         if depth < config.max_spawn_depth:
             self._subagents = Subagents(
@@ -300,6 +310,7 @@ class Agent:
             session.warnings.clear()
             skills = await self._context.skills(name, emit)
             session.append(MessageEntry(role="user", content=self._context.user_content(text, skills)))
+            await self._add_mcp_tools(name, emit)
             request = await self._context.base_request(key, skills, emit)
 
             async def prepare() -> list[dict[str, Any]]:
@@ -335,6 +346,15 @@ class Agent:
             stop_reason=outcome.stop_reason,
             turns=outcome.turns,
         )
+
+    async def _add_mcp_tools(self, session_key: str, emit: Callable[[RunEvent], None]) -> None:
+        """Start the MCP servers (first run, or after a failed start) and register their tools."""
+        if self._services.mcp is not None:
+            found, problems = await self._services.mcp.tools()
+            for item in found:
+                self._registry.add(item)
+            for problem in problems:
+                emit(RunEvent("warning", session_key, text=problem))
 
     def _tool_context(
         self, session_key: str, emit: Callable[[RunEvent], None] | None = None
@@ -442,6 +462,7 @@ class Agent:
             heartbeat=False,
             system_prompt=self._system_prompt_extra,
             extras=self.extras,
+            approve=self._sandbox.approve,
         )
         return child
 

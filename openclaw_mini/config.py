@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .tools.policy import SandboxConfig, ToolPolicy
+from .mcp.config import McpServerConfig, check_server_name
+from .tools.policy import ApprovalMode, SandboxConfig, ToolPolicy
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -124,6 +125,26 @@ class AgentConfig(BaseModel):
     """Sessions kept in memory between runs; older ones are reloaded from disk when used again."""
     session_cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
     """Transcript bytes kept in memory between runs (0: no byte bound, only the count)."""
+    approval: dict[str, ApprovalMode] = Field(default_factory=dict)
+    """`allow`/`ask`/`deny` per tool name, glob (`mcp__git__*`) or `group:<name>`; `*` is the default.
+    `ask` needs the `approve=` callback; without one the call is refused with a hint."""
+    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    """MCP servers whose tools join the registry as `mcp__<server>__<tool>` (started lazily)."""
+
+    @field_validator("approval")
+    @classmethod
+    def _check_approval(cls, value: dict[str, ApprovalMode]) -> dict[str, ApprovalMode]:
+        for entry in value:
+            if not entry.strip():
+                raise ValueError("an approval rule needs a tool name, a glob or 'group:<name>'")
+        return value
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _check_server_names(cls, value: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in value:
+            check_server_name(name)
+        return value
 
     @field_validator("workspace_dir", mode="before")
     @classmethod

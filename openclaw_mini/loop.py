@@ -192,7 +192,7 @@ async def _run_tools(
                 raise ToolRefused(
                     f"Unknown tool '{record.name}'. Available tools: {', '.join(sorted(tools))}."
                 )
-            sandbox.check_call(tool, policy)
+            await sandbox.authorize(tool, policy, record.input, session_key, record.id)
             if "_invalid_json" in record.input:
                 raise ToolError("The tool input was not valid JSON; send the arguments again.")
             deadline = tool.timeout_seconds or default_timeout

@@ -1,8 +1,8 @@
 """The services an agent hands its tools, and who closes them.
 
 An `Agent` creates one `AgentServices` (memory store, background-command manager, world state,
-heartbeat handle), passes its parts to every `ToolContext`, and closes it in `aclose`; sub-agents
-share their parent's and close nothing.
+heartbeat handle, MCP server connections), passes its parts to every `ToolContext`, and closes it
+in `aclose`; sub-agents share their parent's and close nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .config import AgentConfig
     from .heartbeat import HeartbeatRunner
+    from .mcp import McpManager
     from .memory import MemoryStore
     from .state import WorldState
     from .tools.shell import ExecManager
@@ -46,6 +47,8 @@ class AgentServices:
     exec_manager: ExecManager
     state: WorldState | None
     heartbeat: HeartbeatHandle
+    mcp: McpManager | None = None
+    """The MCP servers' connections (started on the first run), shared by sub-agents."""
 
     @classmethod
     def create(cls, config: AgentConfig) -> AgentServices:
@@ -60,9 +63,18 @@ class AgentServices:
             from .state import open_world_state
 
             state = open_world_state(config.workspace_dir)  # opened on first use
-        return cls(memory=memory, exec_manager=ExecManager(), state=state, heartbeat=HeartbeatHandle())
+        mcp = None
+        if config.mcp_servers:
+            from .mcp import McpManager
+
+            mcp = McpManager(config.mcp_servers, config.workspace_dir, config.state_dir / "mcp")
+        return cls(
+            memory=memory, exec_manager=ExecManager(), state=state, heartbeat=HeartbeatHandle(), mcp=mcp
+        )
 
     async def aclose(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.aclose()
         await self.exec_manager.aclose()
         if self.memory is not None:
             self.memory.close()

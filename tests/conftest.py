@@ -34,6 +34,8 @@ def _offline_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyte
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("OPENCLAW_MINI_SKILLS_DIR", str(home / "skills"))
     monkeypatch.setenv("OPENCLAW_MINI_HOME", str(home))
+    # The user's own ~/.config/openclaw-mini/config.toml must not change what a test sees.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from openclaw_mini.cli.main import app
 from openclaw_mini.cli.workspace import (
     BOOTSTRAP_TEMPLATE,
+    CONFIG_TEMPLATE,
     MEMORY_TEMPLATE,
     PROFILE_TEMPLATES,
     workspace_templates_dir,
@@ -44,8 +45,8 @@ def template(name: str) -> str:
 def test_every_bootstrap_file_has_a_template_and_the_checkout_copy_is_used() -> None:
     assert workspace_templates_dir() == TEMPLATES
     names = {path.name for path in TEMPLATES.iterdir()}
-    assert set(ALL_TEMPLATES) == names
-    assert set(BOOTSTRAP_FILES) - {"memory.md"} == names
+    assert {*ALL_TEMPLATES, CONFIG_TEMPLATE} == names
+    assert set(BOOTSTRAP_FILES) - {"memory.md"} == names - {CONFIG_TEMPLATE}
 
 
 def test_wheel_ships_the_templates_where_the_code_looks_for_them() -> None:
@@ -244,3 +245,24 @@ def test_init_does_not_import_the_sdk_or_the_agent(tmp_path: Path) -> None:
     assert "openclaw_mini.cli.workspace" in imported
     assert not {name for name in imported if name.split(".")[0] in ("anthropic", "httpx2", "httpx")}
     assert "openclaw_mini.agent" not in imported
+
+
+def test_init_writes_a_commented_config_file_that_loads(tmp_path: Path) -> None:
+    from openclaw_mini.config import AgentConfig
+    from openclaw_mini.settings import load_settings
+
+    target = tmp_path / "ws"
+    code, out = init(str(target))
+    assert code == 0, out
+    assert f"wrote    {CONFIG_TEMPLATE}" in out
+    text = (target / CONFIG_TEMPLATE).read_text(encoding="utf-8")
+    settings = load_settings(target)  # every line commented out: the defaults
+    assert settings.config.model == AgentConfig().model and settings.config.approval == {}
+    (target / CONFIG_TEMPLATE).write_text(
+        text.replace("# allow_exec = false", "allow_exec = true").replace('# write = "ask"', 'write = "ask"')
+    )
+    settings = load_settings(target)
+    assert settings.config.sandbox.allow_exec is True and settings.config.approval == {"write": "ask"}
+    (target / CONFIG_TEMPLATE).write_text("# mine\n")
+    code, out = init(str(target))
+    assert (target / CONFIG_TEMPLATE).read_text() == "# mine\n"  # kept without --force

@@ -159,3 +159,17 @@ def test_run_in_the_foreground_delivers_and_stops_on_ctrl_c(tmp_path: Path) -> N
     assert "Ctrl-C stops" in "".join(lines)
     assert child.returncode == 0, err
     assert "Heartbeat stopped." in out
+
+
+def test_status_reads_the_config_file_and_flags_win(tmp_path: Path) -> None:
+    (tmp_path / "openclaw-mini.toml").write_text(
+        '[heartbeat]\nevery = "2h"\nactive_hours = { start = "07:00", end = "09:00" }\n'
+    )
+    data = json.loads(runner.invoke(app, ["status", "-w", str(tmp_path), "--json"]).output)
+    assert data["every"] == "2h" and data["active_hours"].startswith("07:00-09:00")
+    result = runner.invoke(app, ["status", "-w", str(tmp_path), "--every", "15m", "--json"])
+    data = json.loads(result.output)
+    assert data["every"] == "15m" and data["active_hours"].startswith("07:00-09:00")
+    (tmp_path / "openclaw-mini.toml").write_text('[heartbeat]\nevery = "soon"\n')
+    result = runner.invoke(app, ["status", "-w", str(tmp_path)])
+    assert result.exit_code == 2 and "line 2: heartbeat.every" in result.output

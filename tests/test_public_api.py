@@ -16,6 +16,7 @@ EXPECTED = [
     "Agent",
     "AgentConfig",
     "AnthropicModel",
+    "ApprovalRequest",
     "BootstrapConfig",
     "CompactionConfig",
     "ConfigError",
@@ -23,6 +24,7 @@ EXPECTED = [
     "HeartbeatConfig",
     "HeartbeatRequest",
     "HeartbeatTask",
+    "McpServerConfig",
     "MemoryHit",
     "MemoryStore",
     "MissingAPIKeyError",
@@ -37,6 +39,7 @@ EXPECTED = [
     "SandboxConfig",
     "SessionKey",
     "SessionStore",
+    "Settings",
     "Skill",
     "SkillLoader",
     "Tool",
@@ -48,6 +51,7 @@ EXPECTED = [
     "ToolTimeout",
     "Usage",
     "__version__",
+    "load_settings",
     "tool",
 ]
 

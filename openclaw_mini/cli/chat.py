@@ -45,19 +45,16 @@ Lines ending in \\ continue on the next line. Ctrl-C cancels a running reply."""
 HISTORY_FILE = Path(os.environ.get("OPENCLAW_MINI_HOME", "~/.openclaw-mini")).expanduser() / "chat_history"
 
 
-def make_agent(workspace: Path, *, model: str | None, agent_id: str | None) -> Agent:
+def make_agent(workspace: Path, *, model: str | None, agent_id: str | None, approve: Any = None) -> Agent:
     """Build the agent for a CLI command, failing early and plainly on a missing key or workspace."""
-    from ..agent import Agent
+    from .config import build_agent
 
     workspace = workspace.expanduser()
     if not workspace.exists():
         fail(f"The workspace {workspace} does not exist. Create it or run 'openclaw-mini init {workspace}'.")
     if not workspace.is_dir():
         fail(f"The workspace {workspace} is not a folder.")
-    kwargs: dict[str, Any] = {"workspace_dir": workspace, "agent_id": agent_id}
-    if model:
-        kwargs["model"] = model
-    agent = Agent(**kwargs)
+    agent = build_agent(workspace, model=model or None, agent_id=agent_id, approve=approve)
     if not agent.config.resolved_api_key:
         fail(
             "No API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a compatible server), "
@@ -114,7 +111,10 @@ class _SilentRenderer:
 
 def run_chat(*, workspace: Path, session: str | None, model: str | None, agent_id: str | None) -> None:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    agent = make_agent(workspace, model=model, agent_id=agent_id)
+    from .approval import TerminalApprover
+
+    approver = TerminalApprover() if interactive else None  # piped: `ask` refuses with a hint
+    agent = make_agent(workspace, model=model, agent_id=agent_id, approve=approver)
     # The SDK takes about a second to import: do it while the user types the first message.
     threading.Thread(target=importlib.import_module, args=("anthropic",), daemon=True).start()
     session_id = session or ("chat-" + uuid.uuid4().hex[:8] if interactive else "main")
@@ -182,9 +182,9 @@ def _save_history() -> None:
 
 
 def _interactive_chat(runner: asyncio.Runner, agent: Agent, session: str) -> None:
-    from rich.console import Console
+    from .approval import chat_console
 
-    console = Console(highlight=False)
+    console = chat_console()  # shared with the approval prompt
     _setup_history()
     console.print(
         f"[bold]openclaw-mini[/] · {agent.config.model} · workspace {agent.workspace} · "

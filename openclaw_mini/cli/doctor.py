@@ -22,7 +22,9 @@ __all__ = [
     "check_api_key",
     "check_base_url",
     "check_bootstrap",
+    "check_config",
     "check_heartbeat",
+    "check_mcp",
     "check_skills",
     "check_workspace",
     "collect_checks",
@@ -309,6 +311,48 @@ def check_heartbeat(workspace: Path) -> list[Check]:
     return checks
 
 
+# ------------------------------------------------------------------------------- config and MCP
+
+
+def check_config(workspace: Path) -> Check:
+    """The config files and OPENCLAW_MINI_* variables load (errors name file, key and line)."""
+    from ..errors import ConfigError
+    from ..settings import load_settings
+
+    try:
+        settings = load_settings(workspace)
+    except ConfigError as exc:
+        return Check("Config", "fail", str(exc))
+    files = [source.label for source in settings.sources if source.kind in ("workspace", "user", "mcp.json")]
+    changed = sum(1 for _, _, origin in settings.rows() if origin != "default") - 1  # minus workspace_dir
+    where = "; ".join(files) if files else "no config file (defaults; openclaw-mini init writes one)"
+    return Check("Config", "pass", f"{where}. {changed} value{'s' if changed != 1 else ''} set.")
+
+
+def check_mcp(workspace: Path) -> list[Check]:
+    """Each MCP server starts and lists its tools (each is started once and stopped again)."""
+    import asyncio
+
+    from ..errors import ConfigError
+    from .mcp import probe_servers
+
+    try:
+        rows = asyncio.run(probe_servers(workspace, keep_logs=False))  # doctor writes no file
+    except ConfigError:
+        return []  # the Config row already says what is wrong
+    checks = []
+    for name, what, state, tools, error in rows:
+        label = f"MCP {name}"
+        if state == "running":
+            shown = ", ".join(tools[:8]) + (f" and {len(tools) - 8} more" if len(tools) > 8 else "")
+            checks.append(Check(label, "pass", f"{what}: {len(tools)} tools ({shown or 'none'})."))
+        elif state == "disabled":
+            checks.append(Check(label, "warn", f"{what}: disabled (enabled = false)."))
+        else:
+            checks.append(Check(label, "fail", f"{error or state}. Fix the server entry or disable it."))
+    return checks
+
+
 # --------------------------------------------------------------------------------------- command
 
 
@@ -324,6 +368,10 @@ def collect_checks(workspace: Path, env: Mapping[str, str] | None = None) -> lis
     checks.extend(check_bootstrap(workspace))
     checks.extend(check_skills(workspace))
     checks.extend(check_heartbeat(workspace))
+    config = check_config(workspace)
+    checks.append(config)
+    if config.status != "fail":
+        checks.extend(check_mcp(workspace))
     return checks
 
 

@@ -187,7 +187,7 @@ def status(
 
     if not workspace.is_dir():
         raise _fail(f"workspace {workspace} is not a folder.")
-    config = _build_config(every, active_hours, timezone)
+    config = _with_file_config(workspace, _build_config(every, active_hours, timezone))
     runner = HeartbeatRunner(workspace.absolute(), config)
     result = runner.status()
     if as_json:
@@ -254,11 +254,21 @@ def _library_logs(console: Console, *, show_outcomes: bool) -> Iterator[None]:
         package.setLevel(previous)
 
 
+def _with_file_config(workspace: Path, flags: HeartbeatConfig) -> HeartbeatConfig:
+    """`[heartbeat]` of the config files, with the flags given on top."""
+    from .config import command_settings, merge_heartbeat
+
+    try:
+        return merge_heartbeat(command_settings(workspace).heartbeat, flags)
+    except Exception as exc:
+        raise _fail(_first_error(exc)) from None
+
+
 def _make_agent(workspace: Path, config: HeartbeatConfig) -> Any:
     try:
-        from openclaw_mini.agent import Agent
+        from .config import build_agent
 
-        return Agent(workspace_dir=workspace, heartbeat=config)
+        return build_agent(workspace, heartbeat=config)  # the config files apply; flags win
     except Exception as exc:
         raise _fail(f"cannot start the agent: {_first_error(exc)}") from None
 

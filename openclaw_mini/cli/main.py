@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 
+from . import config as config_cli
 from . import heartbeat as heartbeat_cli
+from . import mcp as mcp_cli
 from . import memory as memory_cli
 from . import sessions as sessions_cli
 from . import skills as skills_cli
@@ -32,6 +34,8 @@ app.add_typer(memory_cli.app, name="memory")
 app.add_typer(heartbeat_cli.app, name="heartbeat")
 app.add_typer(sessions_cli.app, name="sessions")
 app.add_typer(state_cli.app, name="state")
+app.add_typer(config_cli.app, name="config")
+app.add_typer(mcp_cli.app, name="mcp")
 
 
 @app.callback()

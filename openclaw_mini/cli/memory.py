@@ -33,9 +33,10 @@ def _fail(message: str) -> NoReturn:
 
 def _open(workspace: Path) -> MemoryStore:
     from ..memory import MemoryStore
+    from .config import command_settings
 
-    try:
-        return MemoryStore(workspace)
+    try:  # the config file's timezone names the daily notes, as in the agent
+        return MemoryStore(workspace, timezone=command_settings(workspace).config.timezone)
     except (OSError, ValueError) as exc:
         _fail(str(exc))
 

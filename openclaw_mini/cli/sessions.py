@@ -43,11 +43,11 @@ def show(
     limit: Annotated[int, typer.Option(help="Show the last N messages.")] = 50,
 ) -> None:
     """Print a session's messages."""
-    from ..config import default_agent_id
     from ..session import SessionKey
     from ..transcript import CompactionEntry, CustomEntry, MessageEntry, text_of
+    from .config import configured_agent_id
 
-    key = SessionKey.parse(session, agent_id or default_agent_id())
+    key = SessionKey.parse(session, agent_id or configured_agent_id(workspace))
     loaded = _store(workspace).load_sync(key)
     if not loaded.entries and loaded.header is None:
         fail(f"No session {key} in {workspace}.")
@@ -75,10 +75,10 @@ def rm(
     agent_id: AgentOption = None,
 ) -> None:
     """Delete a session's transcript."""
-    from ..config import default_agent_id
     from ..session import SessionKey
+    from .config import configured_agent_id
 
-    key = SessionKey.parse(session, agent_id or default_agent_id())
+    key = SessionKey.parse(session, agent_id or configured_agent_id(workspace))
     if not _store(workspace).delete_sync(key):
         fail(f"No session {key} in {workspace}.")
     typer.echo(f"Removed {key}.")

@@ -19,6 +19,7 @@ from .common import fail
 
 __all__ = [
     "BOOTSTRAP_TEMPLATE",
+    "CONFIG_TEMPLATE",
     "MEMORY_TEMPLATE",
     "PROFILE_TEMPLATES",
     "InitReport",
@@ -38,6 +39,8 @@ PROFILE_TEMPLATES: tuple[str, ...] = (
 """Written on every init (kept when present, unless `--force`)."""
 BOOTSTRAP_TEMPLATE = "BOOTSTRAP.md"
 """The first-run ritual: only for a brand-new workspace, since the agent deletes it when done."""
+CONFIG_TEMPLATE = "openclaw-mini.toml"
+"""The commented settings file (kept when present, unless `--force`)."""
 MEMORY_TEMPLATE = "MEMORY.md"
 """Written only when no memory file exists, even with `--force`: it holds the user's memories."""
 _MEMORY_NAMES = ("MEMORY.md", "memory.md")
@@ -125,7 +128,8 @@ def write_templates(directory: Path, *, force: bool, templates: Path | None = No
             "the openclaw-mini installation looks incomplete (reinstall it)."
         )
     contents = {
-        name: _template(source, name) for name in (*PROFILE_TEMPLATES, BOOTSTRAP_TEMPLATE, MEMORY_TEMPLATE)
+        name: _template(source, name)
+        for name in (*PROFILE_TEMPLATES, CONFIG_TEMPLATE, BOOTSTRAP_TEMPLATE, MEMORY_TEMPLATE)
     }
 
     report = InitReport(workspace=directory.absolute())
@@ -157,6 +161,7 @@ def write_templates(directory: Path, *, force: bool, templates: Path | None = No
 
     for name in PROFILE_TEMPLATES:
         put(name)
+    put(CONFIG_TEMPLATE)
 
     bootstrap = directory / BOOTSTRAP_TEMPLATE
     if report.new_workspace or _occupied(bootstrap):
@@ -185,7 +190,8 @@ def _hint(command: str, directory: Path) -> str:
 
 
 def init_workspace(directory: Path, *, force: bool) -> None:
-    """Write AGENTS.md, SOUL.md, TOOLS.md, IDENTITY.md, USER.md and HEARTBEAT.md into `directory`.
+    """Write AGENTS.md, SOUL.md, TOOLS.md, IDENTITY.md, USER.md, HEARTBEAT.md and a commented
+    openclaw-mini.toml into `directory`.
 
     The folder is created when missing. An existing file is kept unless `force`. BOOTSTRAP.md (the
     first-run ritual) is written only into a brand-new workspace, so a finished ritual is not

@@ -1,17 +1,21 @@
-"""The one place where tool access is decided: `ToolPolicy`, `SandboxConfig` and `Sandbox`.
+"""The one place where tool access is decided: `ToolPolicy`, `SandboxConfig`, approval and `Sandbox`.
 
 Every refusal the model can meet comes from here, so a reviewer reads one file to know what an
 agent may do: which tools are offered (`ToolPolicy.filter`), whether a call may run
-(`Sandbox.check_call`), and which paths a file tool may touch (`Sandbox.resolve_path`).
+(`Sandbox.authorize`: policy, sandbox switches, then the `allow`/`ask`/`deny` approval rules and the
+`approve=` callback), and which paths a file tool may touch (`Sandbox.resolve_path`).
 """
 
 from __future__ import annotations
 
 import errno
+import fnmatch
+import inspect
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +23,21 @@ from ..errors import ConfigError, PathEscapeError, ToolRefused
 from . import safe_fs
 from .base import Tool
 
-__all__ = ["TOOL_GROUPS", "Sandbox", "SandboxConfig", "ToolPolicy", "ToolRefused"]
+__all__ = [
+    "TOOL_GROUPS",
+    "ApprovalCallback",
+    "ApprovalMode",
+    "ApprovalRequest",
+    "Sandbox",
+    "SandboxConfig",
+    "ToolPolicy",
+    "ToolRefused",
+    "approval_mode",
+    "entry_matches",
+]
+
+ApprovalMode = Literal["allow", "ask", "deny"]
+"""Per tool or group: run without asking, ask the `approve=` callback first, or never run."""
 
 TOOL_GROUPS: dict[str, tuple[str, ...]] = {
     "fs": ("read", "write", "edit", "ls", "grep"),
@@ -41,7 +59,7 @@ git command, which would get round `allow_exec=False`). Matched at any depth, ca
 class ToolPolicy(BaseModel):
     """Allow/deny lists of tool names or `group:<name>`; deny wins. `allow=None` allows everything."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
@@ -59,17 +77,7 @@ class ToolPolicy(BaseModel):
         return ToolPolicy(allow=allowed, deny=list(self.deny))
 
     def _matches(self, entries: Iterable[str], tool: Tool) -> bool:
-        # Both sides lower-cased: a deny entry must not fail open for a tool named "DeleteRepo".
-        name, tool_group = tool.name.lower(), tool.group.lower()
-        for entry in entries:
-            entry = entry.strip().lower()
-            if entry in ("*", name):
-                return True
-            if entry.startswith("group:"):
-                group = entry.removeprefix("group:")
-                if tool_group == group or name in TOOL_GROUPS.get(group, ()):
-                    return True
-        return False
+        return any(entry_matches(entry, tool) for entry in entries)
 
     def permits(self, tool: Tool) -> bool:
         if self._matches(self.deny, tool):
@@ -81,10 +89,54 @@ class ToolPolicy(BaseModel):
         return [item for item in tools if self.permits(item)]
 
 
+def entry_matches(entry: str, tool: Tool) -> bool:
+    """One policy or approval entry against a tool: `*`, a name, a glob such as `mcp__git__*`
+    (a whole MCP server), or `group:<name>`."""
+    # Both sides lower-cased: a deny entry must not fail open for a tool named "DeleteRepo".
+    name, tool_group = tool.name.lower(), tool.group.lower()
+    entry = entry.strip().lower()
+    if entry in ("*", name):
+        return True
+    if entry.startswith("group:"):
+        group = entry.removeprefix("group:")
+        return tool_group == group or name in TOOL_GROUPS.get(group, ())
+    return any(char in entry for char in "*?[") and fnmatch.fnmatchcase(name, entry)
+
+
+def approval_mode(rules: Mapping[str, ApprovalMode], tool: Tool) -> ApprovalMode:
+    """The rule for a tool: its exact name wins over a glob, a glob over a group, a group over `*`;
+    with no rule a tool is allowed. Between two rules of the same rank the stricter one wins."""
+    ranked: list[tuple[int, int, ApprovalMode]] = []
+    strictness = {"allow": 0, "ask": 1, "deny": 2}
+    for entry, mode in rules.items():
+        if not entry_matches(entry, tool):
+            continue
+        key = entry.strip().lower()
+        rank = 0 if key == "*" else 1 if key.startswith("group:") else 2 if "*" in key or "?" in key else 3
+        ranked.append((rank, strictness[mode], mode))
+    return max(ranked)[2] if ranked else "allow"
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A tool call waiting for a yes or no: what the `approve=` callback receives."""
+
+    tool: str
+    arguments: dict[str, Any]
+    session_key: str
+    workspace: Path
+    tool_use_id: str = ""
+    group: str = "custom"
+
+
+ApprovalCallback = Callable[[ApprovalRequest], Awaitable[bool] | bool]
+"""`approve=` on `Agent`: return True to run the call, False to refuse it (the model is told)."""
+
+
 class SandboxConfig(BaseModel):
     """What file and process tools may do. Defaults: confined to the workspace, writes on, exec off."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
     """Confine every path to the workspace (symlinks resolved)."""
@@ -107,12 +159,63 @@ class Sandbox:
     """Applies a `SandboxConfig` to one workspace."""
 
     def __init__(
-        self, workspace: Path, config: SandboxConfig | None = None, read_roots: Iterable[Path] = ()
+        self,
+        workspace: Path,
+        config: SandboxConfig | None = None,
+        read_roots: Iterable[Path] = (),
+        *,
+        approval: Mapping[str, ApprovalMode] | None = None,
+        approve: ApprovalCallback | None = None,
     ) -> None:
         self.workspace = Path(workspace).resolve()
         self.config = config or SandboxConfig()
         roots = [*self.config.extra_read_roots, *read_roots]
         self.read_roots = tuple(Path(root).resolve() for root in roots)
+        self.approval: dict[str, ApprovalMode] = dict(approval or {})
+        self.approve = approve
+
+    async def authorize(
+        self,
+        tool: Tool,
+        policy: ToolPolicy,
+        arguments: dict[str, Any],
+        session_key: str,
+        tool_use_id: str = "",
+    ) -> None:
+        """Everything a call must pass before it runs: `check_call`, then the approval rule.
+
+        `ask` goes to the `approve=` callback; with none (a non-interactive run) the call is
+        refused with a message that says how to allow it. A refusal is a `ToolRefused`, which the
+        loop turns into an error result for the model.
+        """
+        self.check_call(tool, policy)
+        mode = approval_mode(self.approval, tool)
+        if mode == "allow":
+            return
+        if mode == "deny":
+            raise ToolRefused(f"The tool '{tool.name}' is denied by this agent's approval rules.")
+        if self.approve is None:
+            raise ToolRefused(
+                f"The tool '{tool.name}' needs approval and nobody can approve it in this run. "
+                f'To allow it without asking, set `"{tool.name}" = "allow"` under [approval] in '
+                "openclaw-mini.toml (or pass approve= to Agent)."
+            )
+        request = ApprovalRequest(
+            tool=tool.name,
+            arguments=dict(arguments),
+            session_key=session_key,
+            workspace=self.workspace,
+            tool_use_id=tool_use_id,
+            group=tool.group,
+        )
+        answer = self.approve(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if not answer:
+            raise ToolRefused(
+                f"The user did not approve this call of '{tool.name}'; do not retry it unchanged. "
+                "Ask the user what they want instead."
+            )
 
     def check_call(self, tool: Tool, policy: ToolPolicy) -> None:
         """Refuse a call the policy or sandbox does not allow (also catches tools never offered)."""
@@ -132,6 +235,8 @@ class Sandbox:
         """The tools to show the model: what the policy permits and the sandbox would let run."""
         offered = []
         for item in policy.filter(tools):
+            if approval_mode(self.approval, item) == "deny":
+                continue
             if item.name in EXEC_TOOLS and not self.config.allow_exec:
                 continue
             if item.name in WRITE_TOOLS and not self.config.allow_write:
