@@ -30,6 +30,7 @@ from openclaw_mini.state.server import serve_in_background
 pytestmark = pytest.mark.timeout(90)
 
 JSON = {"Content-Type": "application/json"}
+FLUX_SCRIPT = Path(__file__).resolve().parents[1] / "skills" / "flux" / "scripts" / "flux.py"
 
 
 @pytest.fixture
@@ -411,3 +412,32 @@ async def test_private_reads_apply_to_http_and_websocket_alike(
         async with connect(ws_url + f"?token={token}") as ws:
             await ws.send(json.dumps({"type": "subscribe", "entity_id": "lab/a"}))
             assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "subscribed"
+
+
+async def test_the_bundled_skill_script_reads_and_changes_the_runtime_config(
+    store: EmbeddedWorldState, tmp_path: Path
+) -> None:
+    import sys
+
+    auth = auth_config(tmp_path, admin_token="root")
+
+    async def run(*args: str, **env: str) -> tuple[int, Any, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(FLUX_SCRIPT),
+            *args,
+            env={**os.environ, "FLUX_URL": base, **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, json.loads(out) if out.strip() else None, err.decode()
+
+    async with serve_in_background(store, auth=auth, metrics_interval=0) as base:
+        code, config, _ = await run("config")
+        assert code == 0 and config["rate_limit_per_namespace_per_minute"] == 10_000
+        code, _, err = await run("config", '{"rate_limit_enabled": false}')
+        assert code == 1 and "401" in err and "Unauthorized" in err
+        code, config, _ = await run("config", '{"rate_limit_enabled": false}', FLUX_ADMIN_TOKEN="root")
+        assert code == 0 and config["rate_limit_enabled"] is False
