@@ -176,6 +176,10 @@ def test_run_in_the_foreground_delivers_and_stops_on_ctrl_c(
             out, err = child.communicate(timeout=60)
         finally:
             child.kill()
+            child.wait(timeout=60)  # reaped, so no ResourceWarning from a collected Popen
+            for stream in (child.stdout, child.stderr):
+                if stream is not None:
+                    stream.close()
     assert "Ctrl-C stops" in "".join(lines)
     assert child.returncode == 0, err
     assert "Heartbeat stopped." in out
