@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from openclaw_mini.state import AuthConfig, EmbeddedWorldState, NamespaceRegistry, make_event
+from openclaw_mini.state import AuthConfig, EmbeddedWorldState, NamespaceRegistry, RateLimiter, make_event
 from openclaw_mini.state.server import serve_in_background
 
 pytestmark = pytest.mark.timeout(90)
@@ -239,7 +239,8 @@ async def test_rate_limit_is_per_namespace_under_auth_with_flux_texts(
     store: EmbeddedWorldState, tmp_path: Path
 ) -> None:
     auth = auth_config(tmp_path, admin_token="root")
-    async with serve_in_background(store, auth=auth, rate_limit=2, metrics_interval=0) as base:
+    frozen = RateLimiter(2, clock=lambda: 1000.0)  # no refill while the test runs, however slow
+    async with serve_in_background(store, auth=auth, rate_limit=frozen, metrics_interval=0) as base:
         async with httpx2.AsyncClient(base_url=base, headers={"Authorization": "Bearer root"}) as http:
 
             def event(entity: str) -> dict[str, Any]:
@@ -315,24 +316,24 @@ async def test_subscribe_websocket_py_protocol_receives_updates(url: str, store:
 async def test_metrics_update_arrives_periodically(store: EmbeddedWorldState) -> None:
     async with serve_in_background(store, metrics_interval=0.2) as base:
         await store.publish(make_event("lab/a", {"v": 1}))
-        async with httpx2.AsyncClient(base_url=base) as http:
-            event = {
-                "stream": "s",
-                "source": "probe",
-                "payload": {"entity_id": "lab/b", "properties": {"v": 1}},
-            }
-            assert (await http.post("/api/events", json=event)).status_code == 200
         async with connect(base.replace("http://", "ws://") + "/api/ws") as ws:
-            seen = []
-            while len(seen) < 2:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert first["type"] == "metrics_update" and first["events"]["total"] == 0
+            async with httpx2.AsyncClient(base_url=base) as http:
+                event = {
+                    "stream": "s",
+                    "source": "probe",
+                    "payload": {"entity_id": "lab/b", "properties": {"v": 1}},
+                }
+                assert (await http.post("/api/events", json=event)).status_code == 200
+            while True:  # the next snapshot counts the published event and its source
                 message = json.loads(await asyncio.wait_for(ws.recv(), 20))
-                if message["type"] == "metrics_update":
-                    seen.append(message)
-    metrics = seen[-1]
-    assert metrics["entities"] == {"total": 2}
-    assert metrics["events"]["total"] == 1 and metrics["events"]["rate_per_second"] >= 0
-    assert metrics["websocket"] == {"connections": 1} and metrics["publishers"] == {"active": 1}
-    assert metrics["timestamp"].endswith("Z")
+                if message["type"] == "metrics_update" and message["events"]["total"] == 1:
+                    break
+    assert message["entities"] == {"total": 2}
+    assert message["events"]["rate_per_second"] > 0
+    assert message["websocket"] == {"connections": 1} and message["publishers"] == {"active": 1}
+    assert message["timestamp"].endswith("Z")
 
 
 # ------------------------------------------------------------------ issue 12 item 12
