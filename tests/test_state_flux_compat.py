@@ -442,3 +442,19 @@ async def test_the_bundled_skill_script_reads_and_changes_the_runtime_config(
         assert code == 1 and "401" in err and "Unauthorized" in err
         code, config, _ = await run("config", '{"rate_limit_enabled": false}', FLUX_ADMIN_TOKEN="root")
         assert code == 0 and config["rate_limit_enabled"] is False
+
+
+async def test_with_auth_a_namespace_token_cannot_write_entity_less_events(
+    store: EmbeddedWorldState, tmp_path: Path
+) -> None:
+    auth = auth_config(tmp_path, admin_token="root")
+    async with serve_in_background(store, auth=auth, metrics_interval=0) as base:
+        async with httpx2.AsyncClient(base_url=base) as http:
+            admin = {"Authorization": "Bearer root"}
+            token = (await http.post("/api/namespaces", json={"name": "lab"}, headers=admin)).json()["token"]
+            user = {"Authorization": f"Bearer {token}"}
+            bare = {"stream": "s", "source": "x", "payload": {"note": "no entity"}}
+            assert (await http.post("/api/events", json=bare, headers=user)).status_code == 403
+            batch = await http.post("/api/events/batch", json={"events": [bare]}, headers=user)
+            assert batch.status_code == 403 and "entity_id" in batch.json()["error"]
+            assert (await http.post("/api/events", json=bare, headers=admin)).status_code == 200

@@ -169,7 +169,7 @@ class _Outbox:
         if self.overflowed.is_set():
             return
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-        self.size += len(text)
+        self.size += len(text) if text.isascii() else len(text.encode("utf-8"))
         if self.size > self.limit:
             self.overflowed.set()
             self.queue.clear()
@@ -182,7 +182,7 @@ class _Outbox:
             self.ready.clear()
             await self.ready.wait()
         text = self.queue.popleft()
-        self.size -= len(text)
+        self.size -= len(text) if text.isascii() else len(text.encode("utf-8"))
         return text
 
 
@@ -328,6 +328,16 @@ class _Api:
                     f"this token does not own namespace {namespace!r} (entity {entity_id!r})"
                 )
 
+    async def _authorize_event(self, token: str | None, item: PreparedEvent) -> None:
+        """A namespace token writes only events that name an entity in its namespace."""
+        if self.auth is None or token is None or self._is_admin(token):
+            return
+        if not item.entity_id:
+            raise StateAuthError(
+                "the event's payload has no 'entity_id'; with auth on, writes name one", status=403
+            )
+        await self._authorize(token, [item.entity_id])
+
     def _rate_limited(self, key: str) -> float | None:
         """Seconds to wait when `key` is over its rate, else None. As in Flux: only with auth on."""
         if self.auth is None or not self.runtime.rate_limit_enabled:
@@ -356,11 +366,7 @@ class _Api:
         if not isinstance(raw, dict):
             raise InvalidEventError("the event must be a JSON object")
         item = prepare_event(raw, max_bytes=None)
-        if self.auth is not None and token is not None and not self._is_admin(token) and not item.entity_id:
-            raise StateAuthError(
-                "the event's payload has no 'entity_id'; with auth on, writes name one", status=403
-            )
-        await self._authorize(token, [item.entity_id] if item.entity_id else [])
+        await self._authorize_event(token, item)
         wait = self._rate_limited(self._rate_key(item))
         if wait is not None:
             raise RateLimitedError(RATE_LIMITED, retry_after=wait)
@@ -379,7 +385,7 @@ class _Api:
         slots, prepared = prepare_batch(events, max_event_bytes=None, max_total_bytes=None)
         for index, item in enumerate(prepared):
             try:
-                await self._authorize(token, [item.entity_id] if item.entity_id else [])
+                await self._authorize_event(token, item)
             except StateAuthError as exc:
                 raise StateAuthError(
                     f"batch refused at valid event {index}: {exc}", status=exc.status
