@@ -36,6 +36,7 @@ SERVED_SINGLE = 1_000
 SERVED_BATCH_EVENTS = 10_000
 SUBSCRIBERS = 50
 FANOUT_ROUNDS = 30
+RAW_EVENTS = 2_000
 
 
 def _event(index: int, namespace: str = "bench") -> dict[str, Any]:
@@ -176,8 +177,14 @@ async def _served(url: str) -> list[tuple[str, str, str]]:
                 latencies.append((max(arrivals) - started) * 1000)
         finally:
             await asyncio.gather(*[subscription.aclose() for subscription in subscriptions])
+    raw_rate = await _raw_flux_client(url)
     return [
         ("state: served publish over HTTP (loopback), one at a time", f"{single_rate:,.0f} events/s", "-"),
+        (
+            f"state: a raw Flux WebSocket client (no subscription) gets all of {RAW_EVENTS:,} updates",
+            f"{raw_rate:,.0f} updates/s (batch publish -> last one received)",
+            "-",
+        ),
         (
             f"state: served publish over HTTP (loopback), batches of {BATCH_SIZE}",
             f"{batch_rate:,.0f} events/s",
@@ -189,6 +196,26 @@ async def _served(url: str) -> list[tuple[str, str, str]]:
             "-",
         ),
     ]
+
+
+async def _raw_flux_client(url: str) -> float:
+    """Flux's own example client never subscribes: it must still receive every state_update."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    async with RemoteWorldState(url) as client, connect(url.replace("http://", "ws://") + "/api/ws") as ws:
+        await ws.send(json.dumps({"type": "subscribe"}))  # what subscribe_websocket.py sends
+        events = [{**_event(index, "raw"), "stream": "bench.raw"} for index in range(RAW_EVENTS)]
+        started = time.perf_counter()
+        for offset in range(0, RAW_EVENTS, BATCH_SIZE):
+            await client.publish_batch(events[offset : offset + BATCH_SIZE])
+        received = 0
+        while received < RAW_EVENTS * 2:  # two properties per event, one message each
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if message.get("type") == "state_update" and str(message.get("entity_id", "")).startswith("raw/"):
+                received += 1
+        return RAW_EVENTS / (time.perf_counter() - started)
 
 
 def _load() -> tuple[str, str, str]:

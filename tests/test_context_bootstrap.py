@@ -262,10 +262,39 @@ def test_missing_workspace_is_empty(tmp_path: Path) -> None:
     assert context.files == [] and context.warnings == []
 
 
-def test_per_file_cap_too_small_for_a_marker_drops_with_reason(workspace: Path) -> None:
-    config = BootstrapConfig(max_chars_per_file=100)
+@pytest.mark.parametrize("cap", [100, 150, 230])
+def test_a_per_file_cap_smaller_than_the_marker_still_keeps_head_marker_and_tail(
+    workspace: Path, cap: int
+) -> None:
+    # Upstream keeps head + marker + tail for any cap (issue 13); it used to drop the file.
+    config = BootstrapConfig(max_chars_per_file=cap)
     (workspace / "AGENTS.md").write_text("short enough", encoding="utf-8")
-    (workspace / "SOUL.md").write_text("s" * 1_000, encoding="utf-8")
+    (workspace / "SOUL.md").write_text("HEAD" + "s" * 1_000 + "TAIL", encoding="utf-8")
     context = BootstrapLoader(workspace, config).load()
+    assert [f.name for f in context.files] == ["AGENTS.md", "SOUL.md"]
+    soul = context.get("SOUL.md")
+    assert soul is not None and soul.truncated and len(soul.content) <= cap
+    assert soul.content.startswith("HEAD") and soul.content.endswith("TAIL")
+    assert "[..." in soul.content
+    assert "SOUL.md" in context.warnings[0] and "shortened" in context.warnings[0]
+
+
+def test_whitespace_only_files_are_left_out_like_missing_ones(workspace: Path) -> None:
+    (workspace / "AGENTS.md").write_text("Be brief.\n", encoding="utf-8")
+    (workspace / "SOUL.md").write_text("  \n\t\n   \n", encoding="utf-8")
+    (workspace / "USER.md").write_text("", encoding="utf-8")
+    context = BootstrapLoader(workspace).load()
     assert [f.name for f in context.files] == ["AGENTS.md"]
-    assert "SOUL.md" in context.warnings[0] and "per-file limit" in context.warnings[0]
+    assert context.warnings == []
+
+
+def test_init_and_the_prompt_share_one_bootstrap_table() -> None:
+    from openclaw_mini.cli import workspace as init_module
+    from openclaw_mini.context.bootstrap import BOOTSTRAP_FILES, BOOTSTRAP_TABLE
+
+    templated = [spec.name for spec in BOOTSTRAP_TABLE if spec.template is not None]
+    written = [*init_module.PROFILE_TEMPLATES, init_module.BOOTSTRAP_TEMPLATE, init_module.MEMORY_TEMPLATE]
+    assert written == templated
+    assert [name for name in BOOTSTRAP_FILES if name in written] == written
+    for name in templated:  # every file the table templates has a template to write
+        assert (init_module.workspace_templates_dir() / name).is_file(), name

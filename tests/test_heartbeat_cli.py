@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from openclaw_mini.cli.heartbeat import app
@@ -116,7 +117,25 @@ def test_once_delivers_then_suppresses_the_duplicate(tmp_path: Path) -> None:
     assert "Backups are 3 days old." not in second.stdout  # the same text within 24 h is not delivered
 
 
-def test_run_in_the_foreground_delivers_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "inherited_sigint"),
+    [
+        ("SIGINT", "default"),
+        # A background job (`pytest &`, `cmd &` in a script) starts with SIGINT ignored: Ctrl-C
+        # must still stop `heartbeat run` (it used to keep ticking, the issue-12 flake).
+        ("SIGINT", "ignored"),
+        ("SIGTERM", "default"),
+    ],
+)
+def test_run_in_the_foreground_delivers_and_stops_on_ctrl_c(
+    tmp_path: Path, stop_signal: str, inherited_sigint: str
+) -> None:
     import signal
     import subprocess
     import sys
@@ -127,7 +146,8 @@ def test_run_in_the_foreground_delivers_and_stops_on_ctrl_c(tmp_path: Path) -> N
     with FakeAnthropicServer() as server:
         server.handler = lambda request: text_reply("The queue has 4 stuck jobs.")
         child = subprocess.Popen(
-            [
+            preexec_fn=_ignore_sigint if inherited_sigint == "ignored" else None,
+            args=[
                 sys.executable,
                 "-m",
                 "openclaw_mini.cli.main",
@@ -152,10 +172,14 @@ def test_run_in_the_foreground_delivers_and_stops_on_ctrl_c(tmp_path: Path) -> N
                 lines.append(line)
                 if "4 stuck jobs" in line:
                     break
-            child.send_signal(signal.SIGINT)
-            out, err = child.communicate(timeout=20)
+            child.send_signal(getattr(signal, stop_signal))
+            out, err = child.communicate(timeout=60)
         finally:
             child.kill()
+            child.wait(timeout=60)  # reaped, so no ResourceWarning from a collected Popen
+            for stream in (child.stdout, child.stderr):
+                if stream is not None:
+                    stream.close()
     assert "Ctrl-C stops" in "".join(lines)
     assert child.returncode == 0, err
     assert "Heartbeat stopped." in out

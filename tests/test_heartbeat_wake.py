@@ -9,7 +9,14 @@ import time
 
 import pytest
 
-from openclaw_mini.heartbeat import BUSY, FakeClock, HeartbeatRequest, HeartbeatWake, reason_priority
+from openclaw_mini.heartbeat import (
+    BUSY,
+    FakeClock,
+    HeartbeatRequest,
+    HeartbeatWake,
+    reason_kind,
+    reason_priority,
+)
 
 
 class Recorder:
@@ -189,16 +196,47 @@ async def test_busy_is_retried_with_backoff_and_the_layer_survives() -> None:
     await wake.aclose()
 
 
-async def test_a_new_request_during_retry_backoff_runs_soon_and_carries_the_higher_reason() -> None:
+async def test_after_a_failed_run_the_retry_delay_is_a_hard_minimum() -> None:
+    # Upstream: a request arriving during the retry backoff waits for it (issue 13), and the
+    # run then carries the higher reason.
     clock = FakeClock()
     handler = Recorder(clock)
     handler.fail_first = 1
     wake = HeartbeatWake(handler, coalesce_ms=250, retry_ms=1000, clock=clock)
     wake.request("interval")
     await clock.advance(0.25)
+    assert [c.reason for c in handler.calls] == ["interval"]
+    failed_at = handler.times[0]
     wake.request("cron")
     await clock.advance(0.3)
+    assert [c.reason for c in handler.calls] == ["interval"]  # not sooner than the retry delay
+    await clock.advance(0.8)
     assert [c.reason for c in handler.calls] == ["interval", "cron"]
+    assert handler.times[1] - failed_at >= 1.0
+    assert "retry" in handler.calls[1].reasons
+    # A success clears the floor: the next request runs after the normal window.
+    wake.request("manual")
+    await clock.advance(0.25)
+    assert [c.reason for c in handler.calls][-1] == "manual"
+    await wake.aclose()
+
+
+async def test_wake_reasons_are_trimmed_blank_is_requested_and_cron_ids_rank_as_cron() -> None:
+    clock = FakeClock()
+    handler = Recorder(clock)
+    wake = HeartbeatWake(handler, coalesce_ms=250, clock=clock)
+    wake.request("  ")
+    await clock.advance(0.3)
+    wake.request("  hook  ")
+    await clock.advance(0.3)
+    wake.request("interval")
+    wake.request("cron:nightly-backup")
+    wake.request("requested")
+    await clock.advance(0.3)
+    assert [c.reason for c in handler.calls] == ["requested", "hook", "cron:nightly-backup"]
+    assert reason_priority("cron:nightly-backup") == reason_priority("cron")
+    assert reason_kind("cron:nightly-backup") == "cron"
+    assert reason_kind("weird:thing") == "weird:thing"
     await wake.aclose()
 
 

@@ -755,7 +755,8 @@ def test_odd_yaml_values(tmp_path: Path) -> None:
     assert warnings[0].line == 3 and "'triggers'" in warnings[0].message
     spaced = write_skill(tmp_path, "spaced", "name: two words\ndescription: d")
     skill, warnings = parse_skill_file(spaced)
-    assert skill is None and warnings[0].line == 2 and "one word" in warnings[0].message
+    # Upstream loads any name (a real community skill is `name: Agent Browser`).
+    assert skill is not None and warnings == [] and skill.command == "two_words"
 
 
 def test_unexpected_error_in_one_file_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

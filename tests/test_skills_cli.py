@@ -47,12 +47,15 @@ def test_list_table(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "workspace",
         "bundled",
         "解释代码",
-        "warning:",
+        "skipped",
         "broken",
         "no 'description'",
         "shadowed: review",
     ):
         assert needle in out, needle
+    # Each problem is printed once: as the skipped skill's row, not also as a raw log line.
+    assert out.count("no 'description'") == 1
+    assert "warning:" not in out
 
 
 def test_list_json(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:

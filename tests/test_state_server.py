@@ -51,7 +51,8 @@ async def store(tmp_path: Path) -> AsyncIterator[EmbeddedWorldState]:
 
 @pytest.fixture
 async def open_url(store: EmbeddedWorldState) -> AsyncIterator[str]:
-    async with serve_in_background(store) as url:
+    # metrics_interval=0: no periodic metrics_update between the messages these tests count.
+    async with serve_in_background(store, metrics_interval=0) as url:
         yield url
 
 
@@ -293,11 +294,19 @@ async def test_raw_websocket_protocol_matches_flux(open_url: str, store: Embedde
         seen = [json.loads(await asyncio.wait_for(everything.recv(), 5)) for _ in range(4)]
         assert [m["entity_id"] for m in seen] == ["lab/b", "lab/a", "lab/a", "lab/a"]
 
+        await one.send(json.dumps({"type": "subscribe", "entity_id": "lab/c"}))
         await one.send(json.dumps({"type": "unsubscribe", "entity_id": "lab/a"}))
+        assert json.loads(await one.recv())["type"] == "subscribed"
         assert json.loads(await one.recv())["type"] == "unsubscribed"
         await store.publish(make_event("lab/a", {"x": 4}))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(one.recv(), 0.3)
+        # As in Flux: with no subscription left, a connection receives every update again.
+        await one.send(json.dumps({"type": "unsubscribe", "entity_id": "lab/c"}))
+        assert json.loads(await one.recv())["type"] == "unsubscribed"
+        await store.publish(make_event("lab/a", {"x": 5}))
+        update = json.loads(await asyncio.wait_for(one.recv(), 5))
+        assert (update["entity_id"], update["value"]) == ("lab/a", 5)
 
 
 def _free_port() -> int:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -333,6 +334,29 @@ def once(
         _print_outcome(console, outcome)
 
 
+async def _until_stop_signal() -> None:
+    """Wait for Ctrl-C (SIGINT) or SIGTERM, then return so the heartbeat shuts down cleanly.
+
+    The handlers are installed on the loop explicitly: a process started as a background job
+    (`cmd &` in a script, some test runners) inherits SIGINT as *ignored*, and then neither
+    Python nor asyncio.run ever reacts to Ctrl-C, so the heartbeat kept ticking after it.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+            continue
+        installed.append(signum)
+    try:
+        await stop.wait()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
 @app.command()
 def run(
     workspace: Path = WorkspaceOption,
@@ -340,7 +364,7 @@ def run(
     active_hours: str | None = HoursOption,
     timezone: str | None = TimezoneOption,
 ) -> None:
-    """Run the heartbeat in the foreground: print deliveries and skips with reasons; Ctrl-C stops."""
+    """Run the heartbeat in the foreground, printing deliveries and skips; Ctrl-C (or SIGTERM) stops."""
     config, console = _prepare(workspace, every, active_hours, timezone)
 
     async def forever(agent: Agent) -> None:
@@ -353,11 +377,12 @@ def run(
             console.print(
                 f"[yellow]A tick now would skip:[/yellow] {escape(current.would_reason)}", highlight=False
             )
-        await asyncio.Event().wait()
+        await _until_stop_signal()
 
     try:
         with _library_logs(console, show_outcomes=True):
             asyncio.run(_with_agent(workspace, config, console, forever)())
+        console.print("Heartbeat stopped.")
     except KeyboardInterrupt:
         console.print("Heartbeat stopped.")
     except typer.Exit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,17 @@ def _snapshot(workspace: str) -> SkillSnapshot:
     folder = Path(workspace).expanduser()
     if not folder.is_dir():
         fail(f"Workspace folder {folder} does not exist.")
-    return SkillLoader(folder).load()
+    # The loader also logs each warning; here the snapshot's list is printed (once, formatted),
+    # so keep the log records from reaching Python's last-resort stderr handler as raw lines.
+    skills_logger = logging.getLogger("openclaw_mini.skills")
+    quiet = logging.NullHandler()
+    skills_logger.addHandler(quiet)
+    propagate, skills_logger.propagate = skills_logger.propagate, False
+    try:
+        return SkillLoader(folder).load()
+    finally:
+        skills_logger.propagate = propagate
+        skills_logger.removeHandler(quiet)
 
 
 def _skill_json(skill: Skill) -> dict[str, Any]:
@@ -48,8 +59,9 @@ def _skill_json(skill: Skill) -> dict[str, Any]:
 
 def _invocations(skill: Skill) -> list[str]:
     names = list(skill.triggers)
-    if skill.user_invocable and f"/{skill.name}".lower() not in {name.lower() for name in names}:
-        names.append(f"/{skill.name}")
+    if skill.user_invocable:
+        seen = {name.lower() for name in names}
+        names += [command for command in skill.slash_commands if command.lower() not in seen]
     return names
 
 
@@ -63,6 +75,16 @@ def list_skills(
     if as_json:
         payload = {
             "skills": [_skill_json(skill) for skill in snapshot.skills],
+            "skipped": [
+                {
+                    "name": item.folder_name,
+                    "source": item.source,
+                    "path": str(item.path),
+                    "reason": item.message,
+                }
+                for item in snapshot.warnings
+                if item.skipped
+            ],
             "shadowed": [item.model_dump(mode="json") for item in snapshot.shadowed],
             "warnings": [item.model_dump(mode="json") for item in snapshot.warnings],
         }
@@ -74,7 +96,10 @@ def list_skills(
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"Skills ({len(snapshot.eligible)} of {len(snapshot.skills)} eligible)")
+    skipped = [item for item in snapshot.warnings if item.skipped]
+    title = f"Skills ({len(snapshot.eligible)} of {len(snapshot.skills)} eligible"
+    title += f", {len(skipped)} skipped)" if skipped else ")"
+    table = Table(title=title)
     table.add_column("name", style="bold")
     table.add_column("source")
     table.add_column("triggers")
@@ -86,6 +111,15 @@ def list_skills(
         if skill.eligible and skill.disable_model_invocation:
             status += " (command only)"
         table.add_row(escape(label), skill.source, escape(", ".join(_invocations(skill))), status)
+    for problem in skipped:
+        where = f"line {problem.line}: " if problem.line else ""
+        reason = problem.message.removesuffix("; skipped")
+        table.add_row(
+            escape(problem.folder_name),
+            problem.source or "",
+            "",
+            f"[red]skipped[/red]: {escape(where + reason)} [dim]({escape(str(problem.path))})[/dim]",
+        )
     console.print(table)
     for item in snapshot.shadowed:
         console.print(
@@ -93,7 +127,8 @@ def list_skills(
             f"by {item.winner_source} {escape(str(item.winner_path))}[/dim]"
         )
     for warning in snapshot.warnings:
-        console.print(f"[yellow]warning:[/yellow] {escape(str(warning))}")
+        if not warning.skipped:
+            console.print(f"[yellow]warning:[/yellow] {escape(str(warning))}")
 
 
 @app.command("show")

@@ -1,7 +1,8 @@
 """`openclaw-mini init`: write the workspace templates into a folder without losing anyone's edits.
 
-Only the standard library and typer are imported here: `init` must start in well under 0.3 s, so it
-never touches the agent or the anthropic SDK.
+Only the standard library, typer and the bootstrap file table (`context.bootstrap`, stdlib only at
+import) are imported here: `init` must start in well under 0.3 s, so it never touches the agent,
+pydantic or the anthropic SDK.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from ..context.bootstrap import BOOTSTRAP_TABLE, MEMORY_FILE_NAMES
 from .common import fail
 
 __all__ = [
@@ -28,22 +30,17 @@ __all__ = [
     "write_templates",
 ]
 
-PROFILE_TEMPLATES: tuple[str, ...] = (
-    "AGENTS.md",
-    "SOUL.md",
-    "TOOLS.md",
-    "IDENTITY.md",
-    "USER.md",
-    "HEARTBEAT.md",
+PROFILE_TEMPLATES: tuple[str, ...] = tuple(
+    spec.name for spec in BOOTSTRAP_TABLE if spec.template == "profile"
 )
 """Written on every init (kept when present, unless `--force`)."""
-BOOTSTRAP_TEMPLATE = "BOOTSTRAP.md"
+BOOTSTRAP_TEMPLATE = next(spec.name for spec in BOOTSTRAP_TABLE if spec.template == "first-run")
 """The first-run ritual: only for a brand-new workspace, since the agent deletes it when done."""
 CONFIG_TEMPLATE = "openclaw-mini.toml"
 """The commented settings file (kept when present, unless `--force`)."""
-MEMORY_TEMPLATE = "MEMORY.md"
+MEMORY_TEMPLATE = next(spec.name for spec in BOOTSTRAP_TABLE if spec.template == "memory")
 """Written only when no memory file exists, even with `--force`: it holds the user's memories."""
-_MEMORY_NAMES = ("MEMORY.md", "memory.md")
+_MEMORY_NAMES = MEMORY_FILE_NAMES
 _MEMORY_DIR = "memory"
 
 

@@ -9,42 +9,64 @@ was cut, and every cut is reported as a warning: silent truncation confused user
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import logging
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from ..config import BootstrapConfig
+if TYPE_CHECKING:
+    from ..config import BootstrapConfig
 
 __all__ = [
     "BOOTSTRAP_FILES",
+    "BOOTSTRAP_TABLE",
     "MEMORY_FILE_NAMES",
     "SUBAGENT_BOOTSTRAP_FILES",
     "BootstrapContext",
     "BootstrapFile",
+    "BootstrapFileSpec",
     "BootstrapLoader",
     "truncation_marker",
 ]
 
 log = logging.getLogger(__name__)
 
+TemplateKind = Literal["profile", "first-run", "memory"]
+
+
+@dataclass(frozen=True)
+class BootstrapFileSpec:
+    """One row of the bootstrap table: a file the prompt reads, and how `init` treats its template."""
+
+    name: str
+    subagent: bool = False
+    """Sub-agents get it too (the working rules and tool notes, not the persona or user profile)."""
+    template: TemplateKind | None = None
+    """`profile`: written by every `init`; `first-run`: only into a new workspace; `memory`: only
+    when no memory file exists; None: no template."""
+
+
+BOOTSTRAP_TABLE: tuple[BootstrapFileSpec, ...] = (
+    BootstrapFileSpec("AGENTS.md", subagent=True, template="profile"),
+    BootstrapFileSpec("SOUL.md", template="profile"),
+    BootstrapFileSpec("TOOLS.md", subagent=True, template="profile"),
+    BootstrapFileSpec("IDENTITY.md", template="profile"),
+    BootstrapFileSpec("USER.md", template="profile"),
+    BootstrapFileSpec("HEARTBEAT.md", template="profile"),
+    BootstrapFileSpec("BOOTSTRAP.md", template="first-run"),
+    BootstrapFileSpec("MEMORY.md", template="memory"),
+    BootstrapFileSpec("memory.md"),
+)
+"""The one list of bootstrap files, in load order (the prompt and `init` both read it)."""
+
 MEMORY_FILE_NAMES = ("MEMORY.md", "memory.md")
 """The curated memory file: `MEMORY.md`, else `memory.md` (one of them, never both)."""
-BOOTSTRAP_FILES: tuple[str, ...] = (
-    "AGENTS.md",
-    "SOUL.md",
-    "TOOLS.md",
-    "IDENTITY.md",
-    "USER.md",
-    "HEARTBEAT.md",
-    "BOOTSTRAP.md",
-    *MEMORY_FILE_NAMES,
-)
+BOOTSTRAP_FILES: tuple[str, ...] = tuple(spec.name for spec in BOOTSTRAP_TABLE)
 """Load order. Only one of the two memory names is used."""
-SUBAGENT_BOOTSTRAP_FILES: tuple[str, ...] = ("AGENTS.md", "TOOLS.md")
+SUBAGENT_BOOTSTRAP_FILES: tuple[str, ...] = tuple(spec.name for spec in BOOTSTRAP_TABLE if spec.subagent)
 """Sub-agents get the working rules and tool notes, not the persona or the user's profile."""
 
 _MIN_KEPT_CHARS = 64
@@ -116,11 +138,17 @@ class BootstrapLoader:
 
     def __init__(self, workspace: Path, config: BootstrapConfig | None = None) -> None:
         self.workspace = Path(workspace)
-        self.config = config or BootstrapConfig.model_validate({})
+        if config is None:
+            from ..config import BootstrapConfig  # lazily: `init` reads the table without pydantic
+
+            config = BootstrapConfig.model_validate({})
+        self.config = config
         self._root = os.path.realpath(self.workspace)
         self._cache: dict[str, _CacheEntry] = {}
 
     async def aload(self, *, subagent: bool = False) -> BootstrapContext:
+        import asyncio  # here, not at the top: `init` imports this module for its table only
+
         return await asyncio.to_thread(self.load, subagent=subagent)
 
     def load(self, *, subagent: bool = False) -> BootstrapContext:
@@ -144,8 +172,10 @@ class BootstrapLoader:
                 continue
             source = entry.source
             assert source is not None
+            if not source.head.strip() and not source.tail.strip():
+                continue  # whitespace only: says nothing, left out like a missing file
             cap = min(config.max_chars_per_file, budget)
-            content, truncated = self._fit(name, source, cap)
+            content, truncated = self._fit(name, source, cap, keep_tiny=cap == config.max_chars_per_file)
             if content is None:
                 why = (
                     f"the per-file limit of {config.max_chars_per_file:,} characters is too small for a "
@@ -256,36 +286,44 @@ class BootstrapLoader:
             )
         return _Source(head, tail, size, False), None
 
-    def _fit(self, name: str, source: _Source, cap: int) -> tuple[str | None, bool]:
-        """The content within `cap` characters: whole, or head + marker + tail; None when nothing fits."""
+    def _fit(
+        self, name: str, source: _Source, cap: int, *, keep_tiny: bool = True
+    ) -> tuple[str | None, bool]:
+        """The content within `cap` characters: whole, or head + marker + tail; None when nothing fits.
+
+        A cap too small for the full marker gets a shorter one, so a small per-file cap still
+        shows head and tail. `keep_tiny=False` (the total budget is nearly spent) drops a file
+        whose shortened copy would keep fewer than `_MIN_KEPT_CHARS`.
+        """
         if source.whole and source.original_chars <= cap:
             return source.head, False
         config = self.config
         approximate = not source.whole
-        if source.whole:
-            head_n = min(int(cap * config.head_ratio), len(source.head))
-            tail_n = min(int(cap * config.tail_ratio), len(source.head) - head_n)
+        text_tail = source.head if source.whole else source.tail
+        head_n = min(int(cap * config.head_ratio), len(source.head))
+        tail_n = min(int(cap * config.tail_ratio), len(text_tail) - (head_n if source.whole else 0))
+        wanted_room = min(_MIN_KEPT_CHARS, cap // 2) if keep_tiny else _MIN_KEPT_CHARS
+        original = source.original_chars
+        for marker_of in (
+            lambda kept: truncation_marker(name, kept, original, approximate=approximate),
+            lambda kept: f"\n[... {name} shortened; read it for the rest ...]\n",
+            lambda kept: "\n[...]\n",
+        ):
+            # The marker's longest form (kept == original) bounds its length, so the result fits.
+            room = cap - len(marker_of(original))
+            if room >= wanted_room:
+                break
         else:
-            head_n = min(int(cap * config.head_ratio), len(source.head))
-            tail_n = min(int(cap * config.tail_ratio), len(source.tail))
-        # The marker's longest form (kept == original) bounds its length, so the result fits `cap`.
-        room = cap - len(
-            truncation_marker(name, source.original_chars, source.original_chars, approximate=approximate)
-        )
-        if room < _MIN_KEPT_CHARS:
             return None, True
         if head_n + tail_n > room:  # a small cap: shrink head and tail to leave room for the marker
-            kept = room
             total = head_n + tail_n
-            head_n = kept * head_n // total
-            tail_n = kept - head_n
-        if head_n + tail_n < _MIN_KEPT_CHARS:
+            head_n = room * head_n // total
+            tail_n = room - head_n
+        if head_n + tail_n < wanted_room:
             return None, True
-        text_tail = source.head if source.whole else source.tail
         head = source.head[:head_n]
         tail = text_tail[len(text_tail) - tail_n :] if tail_n else ""
-        marker = truncation_marker(name, head_n + tail_n, source.original_chars, approximate=approximate)
-        return head + marker + tail, True
+        return head + marker_of(head_n + tail_n) + tail, True
 
 
 def _skipped(message: str) -> _CacheEntry:

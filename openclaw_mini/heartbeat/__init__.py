@@ -22,7 +22,7 @@ from .runner import (
 )
 from .state import HeartbeatState
 from .tasks import HeartbeatFile, HeartbeatTask, ParseProblem, load_heartbeat_file, parse_heartbeat
-from .wake import BUSY, HeartbeatRequest, HeartbeatWake, reason_priority
+from .wake import BUSY, HeartbeatRequest, HeartbeatWake, normalize_reason, reason_kind, reason_priority
 
 __all__ = [
     "BUSY",
@@ -51,8 +51,10 @@ __all__ = [
     "format_duration",
     "format_exec_note",
     "load_heartbeat_file",
+    "normalize_reason",
     "parse_duration",
     "parse_heartbeat",
+    "reason_kind",
     "reason_priority",
     "strip_heartbeat_ok",
 ]

@@ -29,6 +29,8 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _OFF_WORDS = {"", "off", "none", "never", "false", "disabled"}
 _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
+MAX_DURATION_SECONDS = 10 * 366 * 86400.0
+"""Ten years: a longer duration is a typo, and far-future datetimes overflow (`3000000d`)."""
 
 
 def parse_duration(value: str | float | timedelta | None, *, what: str = "duration") -> float:
@@ -61,6 +63,8 @@ def parse_duration(value: str | float | timedelta | None, *, what: str = "durati
             seconds = sum(float(number) * _UNIT_SECONDS[unit.lower()] for number, unit in parts)
     if seconds < 0:
         raise ValueError(f"{what}: a duration cannot be negative ({value!r})")
+    if not seconds <= MAX_DURATION_SECONDS:  # also catches inf/nan from huge numbers
+        raise ValueError(f"{what}: {value!r} is longer than the maximum of 10 years")
     return seconds
 
 
@@ -115,8 +119,12 @@ def _check_zone(value: str | None, where: str) -> str | None:
     if value is None:
         return None
     text = value.strip()
-    if text == "" or text.lower() == "local":
-        return "local" if text else None
+    if text == "" or text.lower() == "user":
+        # `user` (upstream's word) is the user's configured zone, else the host's: what an
+        # unset zone resolves to here (the Agent passes its own timezone down as the fallback).
+        return None
+    if text.lower() == "local":
+        return "local"
     try:
         ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError):
@@ -155,7 +163,7 @@ class ActiveHours(BaseModel):
     """The daily window in which heartbeats may run, in a timezone.
 
     `end` before `start` wraps past midnight (`22:00`-`06:00` is a night window); `24:00` is a valid
-    end; `start == end` means never. `timezone` is an IANA name, `local` (the host), or None, which
+    end; `start == end` means never. `timezone` is an IANA name, `local` (the host), `user` or None, which
     falls back to `HeartbeatConfig.timezone`, then the host, then UTC.
     """
 
@@ -283,6 +291,14 @@ class HeartbeatConfig(BaseModel):
     @classmethod
     def _check_timezone(cls, value: str | None) -> str | None:
         return _check_zone(value, "heartbeat.timezone")
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, value: str | None) -> str | None:
+        """Trimmed; a blank override means the default prompt (as upstream)."""
+        if value is None:
+            return None
+        return value.strip() or None
 
     @field_validator("session")
     @classmethod

@@ -20,27 +20,38 @@ MAX_TRAILING_PUNCTUATION = 4
 _MARKUP = r"(?:\*{1,3}|_{1,3}|`{1,3}|~~|</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?>)"
 _PUNCT_CHARS = ".!?,;:…。！？、-–—"
 _PUNCT = "[" + re.escape(_PUNCT_CHARS) + "]"
-_TAIL = rf"(?P<tail>(?:{_MARKUP}|{_PUNCT})*)"
+_TAIL = rf"(?P<tail>(?:\s*(?:{_MARKUP}|{_PUNCT}))*)"
 _START = re.compile(rf"^\s*(?:{_MARKUP}\s*)*{HEARTBEAT_OK}{_TAIL}(?=\s|$)")
 _END = re.compile(rf"(?:(?<=\s)|^)(?:{_MARKUP}\s*)*{HEARTBEAT_OK}{_TAIL}\s*$")
+_NOTHING_LEFT = re.compile(rf"^(?:\s|{_MARKUP}|{_PUNCT})*$")
+"""What is left of `... HEARTBEAT_OK !!!` after the token: no words, so nothing to say."""
 
 
-def _punctuation_in(tail: str) -> int:
-    without_markup = re.sub(_MARKUP, "", tail)
-    return sum(1 for ch in without_markup if ch in _PUNCT_CHARS)
+def _punctuation_in(tail: str) -> str:
+    return "".join(ch for ch in re.sub(_MARKUP, "", tail) if ch in _PUNCT_CHARS)
 
 
 def strip_heartbeat_ok(text: str) -> tuple[str, bool]:
-    """`text` without a leading and/or trailing ack token, and whether one was found."""
+    """`text` without a leading and/or trailing ack token, and whether one was found.
+
+    A remainder of only punctuation and markup counts as nothing. When a trailing token is cut
+    from a sentence that has no final punctuation of its own, the token's punctuation moves onto
+    the sentence (`Check the oven HEARTBEAT_OK.` -> `Check the oven.`).
+    """
     rest = text.strip()
     found = False
     match = _START.match(rest)
-    if match and _punctuation_in(match.group("tail")) <= MAX_TRAILING_PUNCTUATION:
+    if match and len(_punctuation_in(match.group("tail"))) <= MAX_TRAILING_PUNCTUATION:
         rest, found = rest[match.end() :].strip(), True
     if rest:
         match = _END.search(rest)
-        if match and _punctuation_in(match.group("tail")) <= MAX_TRAILING_PUNCTUATION:
+        punctuation = _punctuation_in(match.group("tail")) if match else ""
+        if match and len(punctuation) <= MAX_TRAILING_PUNCTUATION:
             rest, found = rest[: match.start()].strip(), True
+            if rest and punctuation and rest[-1] not in _PUNCT_CHARS and not _NOTHING_LEFT.match(rest):
+                rest += punctuation
+    if found and _NOTHING_LEFT.match(rest):
+        rest = ""
     return rest, found
 
 

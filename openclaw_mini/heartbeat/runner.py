@@ -30,7 +30,7 @@ from .config import HeartbeatConfig, format_duration
 from .reply import decide_reply
 from .state import HeartbeatState, load_state, save_state, state_path
 from .tasks import HEARTBEAT_FILE, HeartbeatFile, HeartbeatTask, load_heartbeat_file
-from .wake import HeartbeatRequest, HeartbeatWake
+from .wake import HeartbeatRequest, HeartbeatWake, normalize_reason, reason_kind
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -84,6 +84,8 @@ class HeartbeatOutcome:
     delivered: str | None = None
     reply: str | None = None
     tasks: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """Problems the tick ran despite (e.g. HEARTBEAT.md could not be read)."""
 
     @property
     def ran(self) -> bool:
@@ -99,9 +101,10 @@ class HeartbeatOutcome:
 
     def summary(self) -> str:
         what = f"delivered {len(self.delivered)} chars" if self.delivered else self.reason
+        warned = "".join(f"; warning: {warning}" for warning in self.warnings)
         return (
             f"heartbeat {self.status}: {what} (reason={self.request_reason}, tasks={len(self.tasks)}, "
-            f"tokens={self.tokens}, {self.duration_ms:.0f} ms)"
+            f"tokens={self.tokens}, {self.duration_ms:.0f} ms){warned}"
         )
 
 
@@ -315,6 +318,7 @@ class HeartbeatRunner:
 
         `force=True` skips the active-hours and HEARTBEAT.md checks (the user asked explicitly).
         """
+        reason = normalize_reason(reason)
         request = HeartbeatRequest(reason=reason, requested_at=self.clock.now(), reasons=(reason,))
         return await self._tick(request, force=force, wait=True)
 
@@ -525,6 +529,8 @@ class HeartbeatRunner:
                 self._state = await asyncio.to_thread(load_state, self.state_file)
             state = self._state
             outcome = await self._run_checked(request, state, started, force)
+            if self._file is not None and self._file.error and outcome.status != "skipped":
+                outcome = replace(outcome, warnings=(*outcome.warnings, self._file.error))
             outcome = replace(outcome, duration_ms=(time.perf_counter() - t0) * 1000.0)
             self.last_outcome = outcome
             if outcome.ran:
@@ -647,11 +653,15 @@ class HeartbeatRunner:
                 upcoming_at = task.next_due(now, last, first, self.tz)
                 if upcoming_at is not None:
                     upcoming.append((upcoming_at, task.name))
-        bypass = force or bool(BYPASS_REASONS & set(request.reasons)) or bool(self._notes)
+        bypass = (
+            force or bool(BYPASS_REASONS & {reason_kind(r) for r in request.reasons}) or bool(self._notes)
+        )
         if bypass:
             return _Plan(due=due)
         if heartbeat.error:
-            return _Plan(skip=heartbeat.error)
+            # Unreadable (a directory, permissions): run with the default prompt rather than
+            # silently switch the heartbeat off, and report the problem (as upstream does).
+            return _Plan(due=due)
         if heartbeat.effectively_empty:
             return _Plan(skip=f"{HEARTBEAT_FILE} is empty")
         if heartbeat.exists and not due and (heartbeat.tasks or heartbeat.done or not heartbeat.instructions):
@@ -694,9 +704,13 @@ class HeartbeatRunner:
 
     def _report_problems(self, heartbeat: HeartbeatFile) -> None:
         problems = tuple(str(p) for p in heartbeat.problems)
+        if heartbeat.error:
+            problems += (heartbeat.error,)
         if problems and problems != self._last_problems:
-            for problem in problems:
+            for problem in heartbeat.problems:
                 logger.warning("%s (line skipped)", problem)
+            if heartbeat.error:
+                logger.warning("%s; the heartbeat runs with its default prompt", heartbeat.error)
         self._last_problems = problems
 
     def _projected_next(self, state: HeartbeatState, now: datetime) -> datetime | None:

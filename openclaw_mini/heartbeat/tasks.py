@@ -36,6 +36,7 @@ TaskKind = Literal["checklist", "item", "interval", "cron"]
 
 _LIST_ITEM = re.compile(r"^(?P<indent>\s*)(?:[-*+]|\d+[.)])(?:\s+(?P<rest>.*))?$")
 _CHECKBOX = re.compile(r"^\[(?P<mark>[^\]]{0,3})\](?!\()(?:\s+(?P<text>.*))?$")
+_EMPTY_ITEM = re.compile(r"^(?:[-*+]|\d+[.)])\s*(?:\[[\sxX]?\]\s*)?$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _TASKS_HEADER = re.compile(r"^tasks\s*:\s*$", re.IGNORECASE)
 _KEY_VALUE = re.compile(r"^(?P<key>[A-Za-z_][\w-]*)\s*:\s*(?P<value>.*)$")
@@ -342,7 +343,10 @@ def parse_heartbeat(text: str, *, path: Path | None = None) -> HeartbeatFile:
             continue
 
         if fence is not None:
-            out.instructions.append(line.strip())  # code or data inside a fence: content, not tasks
+            # Code or data inside a fence is content, not tasks. Headings and empty items inside
+            # it are not: the upstream template pasted whole is a fenced block of just those.
+            if not line.lstrip().startswith("#") and not _EMPTY_ITEM.match(line.strip()):
+                out.instructions.append(line.strip())
             continue
 
         if line.lstrip().startswith("#"):

@@ -19,7 +19,7 @@ from typing import Any
 
 from .clock import Clock, RealClock, TimerHandle
 
-__all__ = ["BUSY", "HeartbeatRequest", "HeartbeatWake", "reason_priority"]
+__all__ = ["BUSY", "HeartbeatRequest", "HeartbeatWake", "normalize_reason", "reason_kind", "reason_priority"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +30,21 @@ _PRIORITY = {"exec": 4, "manual": 4, "cron": 3, "interval": 1, "retry": 0}
 _OTHER = 2  # "requested", "hook", anything unknown
 
 
+def normalize_reason(reason: str | None) -> str:
+    """A wake reason trimmed; blank (or None) becomes `requested`, as upstream."""
+    text = (reason or "").strip()
+    return text or "requested"
+
+
+def reason_kind(reason: str) -> str:
+    """The kind a reason ranks as: `cron:<job-id>` is a `cron` wake that keeps its job id."""
+    head, sep, _ = reason.partition(":")
+    return head if sep and head in _PRIORITY else reason
+
+
 def reason_priority(reason: str) -> int:
     """exec, manual (4) > cron (3) > requested and anything else (2) > interval (1) > retry (0)."""
-    return _PRIORITY.get(reason, _OTHER)
+    return _PRIORITY.get(reason_kind(reason), _OTHER)
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,7 @@ class HeartbeatWake:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._closed = False
+        self._not_before: float | None = None  # after a failed run: no run before the retry delay
         self.runs = 0
         """Handler calls so far (benchmarks and tests read it)."""
 
@@ -120,7 +133,11 @@ class HeartbeatWake:
         return self._closed
 
     def request(self, reason: str = "requested", *, coalesce_ms: float | None = None) -> None:
-        """Ask for a run. Within `coalesce_ms` (default: the layer's window) requests merge."""
+        """Ask for a run. Within `coalesce_ms` (default: the layer's window) requests merge.
+
+        After a failed or busy run, no run starts before its retry delay is over, whatever asks.
+        """
+        reason = normalize_reason(reason)
         if self._closed:
             logger.debug("heartbeat wake closed; dropping request %r", reason)
             return
@@ -160,6 +177,8 @@ class HeartbeatWake:
         run ends or when its own window closes, whichever is later.
         """
         self._due = due if self._due is None else min(self._due, due)
+        if self._not_before is not None:
+            self._due = max(self._due, self._not_before)
         if self.running:
             return
         if self._timer is not None and self._timer_due is not None and self._timer_due <= self._due:
@@ -172,6 +191,9 @@ class HeartbeatWake:
     def _fire(self) -> None:
         self._timer, self._timer_due = None, None
         if self._closed or self._pending is None or self.running:
+            return
+        if self._not_before is not None and self._clock.monotonic() < self._not_before:
+            self._schedule(self._not_before)
             return
         request, self._pending, self._due = self._pending, None, None
         self.runs += 1
@@ -204,8 +226,14 @@ class HeartbeatWake:
                 retry_of=request.effective_reason,
             )
             self._pending = again if self._pending is None else self._pending.merged(again)
-            self._schedule(self._clock.monotonic() + delay_ms / 1000.0)
-        elif self._pending is not None and self._due is not None:
+            # A hard floor: a request arriving sooner waits for it too (it would hit the same
+            # failure), so the retry delay holds against a burst of wakes.
+            self._not_before = self._clock.monotonic() + delay_ms / 1000.0
+            self._due = None
+            self._schedule(self._not_before)
+            return
+        self._not_before = None
+        if self._pending is not None and self._due is not None:
             self._schedule(self._due)
 
     async def wait_idle(self) -> None:

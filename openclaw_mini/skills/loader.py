@@ -162,7 +162,9 @@ class SkillLoader:
             disk_changed = disk_changed or root_changed
             for skill_file, problem in folders:
                 if problem is not None:
-                    root_warnings.append(SkillWarning(path=Path(skill_file), message=problem))
+                    root_warnings.append(
+                        SkillWarning(path=Path(skill_file), message=problem, skipped=True, source=source)
+                    )
                     continue
                 key = _stat_key(skill_file)
                 cached = self._parsed.get(skill_file)
@@ -226,7 +228,7 @@ class SkillLoader:
         shadowed: list[SkillShadow] = []
         per_source: dict[tuple[SkillSource, str], Path] = {}
         for source, _skill_file, _key, parsed in found:
-            warnings.extend(parsed.warnings)
+            warnings.extend(warning.model_copy(update={"source": source}) for warning in parsed.warnings)
             skill = parsed.skill
             if skill is None:
                 continue
@@ -372,9 +374,24 @@ class SkillLoader:
 
 
 def _config_value(config: Mapping[str, Any], dotted: str) -> bool:
+    """Whether a dotted config path is set, with upstream's truthiness.
+
+    Stray dots are ignored (`.channels..discord.` is `channels.discord`); a whitespace-only
+    string and 0 are false, an empty object or list is true (it is configured, just empty).
+    """
     current: Any = config
-    for part in dotted.split("."):
+    for part in (piece.strip() for piece in dotted.split(".")):
+        if not part:
+            continue
         if not isinstance(current, Mapping) or part not in current:
             return False
         current = current[part]
-    return bool(current)
+    if current is None:
+        return False
+    if isinstance(current, bool):
+        return current
+    if isinstance(current, int | float):
+        return current != 0
+    if isinstance(current, str):
+        return bool(current.strip())
+    return True

@@ -4,6 +4,7 @@ snapshot a load returns (with its trigger table, built once)."""
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,8 @@ __all__ = [
     "SkillSnapshot",
     "SkillSource",
     "SkillWarning",
+    "coerce_bool",
+    "skill_command_name",
 ]
 
 SkillSource = Literal["bundled", "user", "workspace-agents", "workspace"]
@@ -36,19 +39,57 @@ METADATA_KEYS = ("openclaw", "clawdbot", "clawdis", "moltbot")
 # --------------------------------------------------------------------------------------------- models
 
 
-def _as_str_list(value: Any) -> list[str]:
-    """Accept `"a"`, `["a", "b"]` or null where a list of strings is meant (real files mix them)."""
+def _as_str_list(value: Any, *, commas: bool = False) -> list[str]:
+    """Accept `"a"`, `["a", "b"]` or null where a list of strings is meant (real files mix them).
+
+    Items are trimmed and empty ones dropped. `commas=True` also splits a string on commas
+    (`bins: "bun, node"`), as upstream reads requirement lists.
+    """
     if value is None:
         return []
     if isinstance(value, str):
-        return [value] if value.strip() else []
+        parts = value.split(",") if commas else [value]
+        return [part.strip() for part in parts if part.strip()]
     if isinstance(value, (list, tuple)):
         if any(isinstance(item, (dict, list)) for item in value):
             raise ValueError("expected a list of strings")
-        return [str(item) for item in value if item is not None and str(item).strip()]
+        return [str(item).strip() for item in value if item is not None and str(item).strip()]
     if isinstance(value, dict):
         raise ValueError("expected a string or a list of strings, not a mapping")
     return [str(value)]
+
+
+BOOL_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+def coerce_bool(value: Any) -> bool | None:
+    """A boolean from YAML's `true`, a `"yes"`/`"off"` string or 0/1; None when it is none of those."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return BOOL_WORDS.get(value.strip().lower())
+    return None
+
+
+_COMMAND_CHARS = re.compile(r"[^a-z0-9_]+")
+MAX_COMMAND_CHARS = 32
+
+
+def skill_command_name(name: str) -> str:
+    """The slash command of a skill name, sanitised as upstream: `Agent Browser` -> `agent_browser`."""
+    lowered = _COMMAND_CHARS.sub("_", name.lower()).strip("_")
+    return re.sub(r"_+", "_", lowered)[:MAX_COMMAND_CHARS].rstrip("_") or "skill"
 
 
 class SkillRequires(BaseModel):
@@ -68,7 +109,7 @@ class SkillRequires(BaseModel):
     @field_validator("bins", "any_bins", "env", "config", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> list[str]:
-        return _as_str_list(value)
+        return _as_str_list(value, commas=True)
 
 
 class SkillInstallSpec(BaseModel):
@@ -84,7 +125,7 @@ class SkillInstallSpec(BaseModel):
     @field_validator("bins", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> list[str]:
-        return _as_str_list(value)
+        return _as_str_list(value, commas=True)
 
 
 class SkillMetadata(BaseModel):
@@ -104,7 +145,7 @@ class SkillMetadata(BaseModel):
     @field_validator("os", mode="before")
     @classmethod
     def _os_list(cls, value: Any) -> list[str]:
-        return [item.strip().lower() for item in _as_str_list(value)]
+        return [item.lower() for item in _as_str_list(value, commas=True)]
 
     @field_validator("requires", mode="before")
     @classmethod
@@ -154,11 +195,8 @@ class SkillFrontmatter(BaseModel):
     @field_validator("user_invocable", "disable_model_invocation", mode="before")
     @classmethod
     def _flags(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in {"true", "yes", "on", "1"}:
-            return True
-        if isinstance(value, str) and value.strip().lower() in {"false", "no", "off", "0"}:
-            return False
-        return value
+        flag = coerce_bool(value)
+        return value if flag is None else flag
 
 
 class Skill(BaseModel):
@@ -191,6 +229,21 @@ class Skill(BaseModel):
     def emoji(self) -> str | None:
         return self.metadata.emoji if self.metadata else None
 
+    @property
+    def command(self) -> str:
+        """The name sanitised as upstream (`Agent Browser` -> `agent_browser`): `/<command>` invokes it."""
+        return skill_command_name(self.name)
+
+    @property
+    def slash_commands(self) -> list[str]:
+        """`/<name>` when the name is one word (`/gh-issues`), and the sanitised `/command`."""
+        commands = []
+        if self.name.split() == [self.name] and "/" not in self.name:
+            commands.append(f"/{self.name}")
+        if _ascii_lower(self.name) != self.command:
+            commands.append(f"/{self.command}")
+        return commands
+
 
 class SkillWarning(BaseModel):
     """A problem with one skill file; the skill was skipped or shadowed, nothing else was affected."""
@@ -200,6 +253,14 @@ class SkillWarning(BaseModel):
     path: Path
     line: int | None = None
     message: str
+    skipped: bool = False
+    """True when the problem kept the skill from loading at all (listed as skipped)."""
+    source: SkillSource | None = None
+
+    @property
+    def folder_name(self) -> str:
+        """The skill folder's name (what a skipped skill is listed as)."""
+        return self.path.parent.name if self.path.name == SKILL_FILE else self.path.name
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else str(self.path)
@@ -234,7 +295,8 @@ class SkillSnapshot(BaseModel):
     _rendered: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, __context: Any) -> None:
-        self._by_name = {_ascii_lower(skill.name): skill for skill in self.skills}
+        self._by_name = {skill.command: skill for skill in self.skills}
+        self._by_name.update({_ascii_lower(skill.name): skill for skill in self.skills})
         self._triggers = _trigger_table(self.skills)
 
     @property
@@ -269,7 +331,7 @@ def _trigger_table(skills: Iterable[Skill]) -> list[tuple[str, str, bool, int, S
             continue
         names = list(skill.triggers)
         if skill.user_invocable:
-            names.append(f"/{skill.name}")
+            names.extend(skill.slash_commands)
         seen: set[str] = set()
         for trigger in names:
             lowered = _ascii_lower(trigger)

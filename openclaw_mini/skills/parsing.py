@@ -22,6 +22,7 @@ from .models import (
     SkillMetadata,
     SkillSource,
     SkillWarning,
+    coerce_bool,
 )
 
 __all__ = ["parse_skill_file"]
@@ -43,6 +44,13 @@ class _Parsed:
 
 _FENCE = re.compile(r"^---[ \t]*$")
 _FENCE_END = re.compile(r"^(?:---|\.\.\.)[ \t]*$")
+_FLAG_KEYS = {
+    "user-invocable": True,
+    "user_invocable": True,
+    "disable-model-invocation": False,
+    "disable_model_invocation": False,
+}
+"""Boolean frontmatter fields and their defaults (a value that is not a boolean falls back)."""
 _TOP_KEY = re.compile(r"^([A-Za-z_][\w.-]*)[ \t]*:(?:[ \t]|$)")
 
 
@@ -99,6 +107,18 @@ def _parse_text(text: str, path: Path, source: SkillSource) -> _Parsed:
         return _fail(path, 2, f"frontmatter must be a mapping of keys, not {type(data).__name__}; skipped")
 
     warnings: list[SkillWarning] = []
+    data = dict(data)
+    for key in _FLAG_KEYS:
+        if key in data and data[key] is not None and coerce_bool(data[key]) is None:
+            default = str(_FLAG_KEYS[key]).lower()
+            warnings.append(
+                SkillWarning(
+                    path=path,
+                    line=_key_line(lines, end, key),
+                    message=f"'{key}: {data[key]}' is not true or false; using the default ({default})",
+                )
+            )
+            del data[key]
     try:
         front = SkillFrontmatter.model_validate(data)
     except ValidationError as exc:
@@ -107,13 +127,11 @@ def _parse_text(text: str, path: Path, source: SkillSource) -> _Parsed:
         return _fail(path, _key_line(lines, end, key), f"frontmatter field '{key}': {first['msg']}; skipped")
 
     folder = path.parent
-    name = front.id or front.name or folder.name
-    if not name or any(char.isspace() for char in name) or "/" in name:
-        return _fail(
-            path,
-            _key_line(lines, end, "id" if front.id else "name"),
-            f"skill name {name!r} must be one word without '/'; skipped",
-        )
+    # Any non-blank name loads (a real community skill is `name: Agent Browser`); its slash
+    # command is the sanitised form (`/agent_browser`), as upstream.
+    name = " ".join((front.id or front.name or folder.name).split())
+    if not name:
+        return _fail(path, _key_line(lines, end, "name"), "skill name is blank; skipped")
     if not front.description:
         return _fail(
             path,
@@ -121,9 +139,9 @@ def _parse_text(text: str, path: Path, source: SkillSource) -> _Parsed:
             "frontmatter has no 'description' (required); skipped",
         )
 
-    metadata, meta_warning = _metadata(front.metadata)
-    if meta_warning:
-        warnings.append(SkillWarning(path=path, line=_key_line(lines, end, "metadata"), message=meta_warning))
+    metadata, meta_warnings = _metadata(front.metadata)
+    for message in meta_warnings:
+        warnings.append(SkillWarning(path=path, line=_key_line(lines, end, "metadata"), message=message))
     homepage = front.homepage or (
         _str_or_none(metadata.model_extra.get("homepage")) if metadata and metadata.model_extra else None
     )
@@ -186,13 +204,26 @@ def _lenient_frontmatter(text: str) -> dict[str, Any] | None:
             value_text = block.split(":", 1)[1]
             value = _lenient_json(value_text)
             if value is None:
-                return None
+                # OpenClaw's line-based reading: the rest of the line is the value, as text
+                # (`description: Use anime style IMPORTANT: Must be kawaii`). A broken quoted or
+                # flow value (`"unterminated`, `[a`) stays an error: guessing would hide a typo.
+                if value_text.strip()[:1] in ("", '"', "'", "[", "{", "|", ">", "&", "*", "!"):
+                    return None
+                value = _plain_value(value_text)
             result[key] = value
             continue
         if not isinstance(loaded, dict):
             return None
         result.update(loaded)
     return result
+
+
+def _plain_value(text: str) -> str:
+    """A value as plain text: lines joined, surrounding quotes removed."""
+    value = " ".join(line.strip() for line in text.split("\n") if line.strip())
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1]
+    return value
 
 
 def _lenient_json(text: str) -> Any:
@@ -234,25 +265,32 @@ def _lenient_json(text: str) -> Any:
         return None
 
 
-def _metadata(raw: Any) -> tuple[SkillMetadata | None, str | None]:
+def _metadata(raw: Any) -> tuple[SkillMetadata | None, list[str]]:
     if raw is None:
-        return None, None
+        return None, []
     if isinstance(raw, str):
         parsed = _lenient_json(raw)
         if not isinstance(parsed, dict):
-            return None, "metadata is a string that is not a JSON object; ignored"
+            return None, ["metadata is a string that is not a JSON object; ignored"]
         raw = parsed
     if not isinstance(raw, dict):
-        return None, f"metadata must be an object, not {type(raw).__name__}; ignored"
+        return None, [f"metadata must be an object, not {type(raw).__name__}; ignored"]
     block = next((raw[key] for key in METADATA_KEYS if isinstance(raw.get(key), dict)), None)
     if block is None:
-        return None, None
+        return None, []
+    messages: list[str] = []
+    always = block.get("always")
+    if always is not None and coerce_bool(always) is None:
+        messages.append(f"metadata field 'always: {always}' is not true or false; using the default (false)")
+        block = {key: value for key, value in block.items() if key != "always"}
+    elif always is not None:
+        block = {**block, "always": coerce_bool(always)}
     try:
-        return SkillMetadata.model_validate(block), None
+        return SkillMetadata.model_validate(block), messages
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        return None, f"metadata field '{where}': {first['msg']}; requirements ignored"
+        return None, [*messages, f"metadata field '{where}': {first['msg']}; requirements ignored"]
 
 
 def _key_line(lines: list[str], end: int, key: str) -> int | None:
@@ -266,7 +304,7 @@ def _key_line(lines: list[str], end: int, key: str) -> int | None:
 
 
 def _fail(path: Path, line: int | None, message: str) -> _Parsed:
-    return _Parsed(None, (SkillWarning(path=path, line=line, message=message),))
+    return _Parsed(None, (SkillWarning(path=path, line=line, message=message, skipped=True),))
 
 
 def _str_or_none(value: Any) -> str | None:

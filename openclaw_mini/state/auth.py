@@ -129,6 +129,16 @@ class NamespaceRegistry:
             self._load()
             return self._records.get(name)
 
+    def delete(self, name: str) -> bool:
+        """Remove a namespace (its token stops working; its entities stay, as in Flux)."""
+        with self._lock:
+            self._load()
+            if name not in self._records:
+                return False
+            del self._records[name]
+            self._save()
+        return True
+
     def owner_of(self, token: str) -> str | None:
         """The namespace a token belongs to, or None (compared in constant time)."""
         digest = hash_token(token)
@@ -151,11 +161,16 @@ class AuthConfig:
 
     admin_token: str | None = None
     registry: NamespaceRegistry = field(default_factory=NamespaceRegistry)
+    private_reads: bool = False
+    """Off (Flux's rule): reads are open over HTTP and the WebSocket alike. On: both need a
+    namespace or admin token (`Authorization: Bearer`, or `?token=` on the WebSocket URL)."""
 
     @classmethod
-    def for_workspace(cls, workspace: str | Path, *, admin_token: str | None = None) -> AuthConfig:
+    def for_workspace(
+        cls, workspace: str | Path, *, admin_token: str | None = None, private_reads: bool = False
+    ) -> AuthConfig:
         path = Path(workspace) / ".openclaw-mini" / "state-namespaces.json"
-        return cls(admin_token=admin_token, registry=NamespaceRegistry(path))
+        return cls(admin_token=admin_token, registry=NamespaceRegistry(path), private_reads=private_reads)
 
 
 class RateLimiter:
@@ -172,6 +187,14 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+
+    def configure(self, per_minute: int) -> None:
+        """Change the limit while running (Flux's admin config); buckets keep their tokens."""
+        if per_minute < 1:
+            raise ValueError(f"rate limit must be at least 1 event per minute, got {per_minute}")
+        with self._lock:
+            self.per_minute = per_minute
+            self._rate = per_minute / 60.0
 
     def take(self, namespace: str, count: int = 1) -> float | None:
         with self._lock:

@@ -756,6 +756,13 @@ class EmbeddedWorldState(WorldState):
         """Recompute the entity table from the log in one transaction; returns the entity count."""
         return await self._run(self._rebuild)
 
+    def _entity_count(self) -> int:
+        return int(self._db().execute("SELECT count(*) FROM entities").fetchone()[0])
+
+    async def entity_count(self) -> int:
+        """How many entities exist now (the server's `metrics_update` reports it)."""
+        return await self._run(self._entity_count)
+
     def _event_count(self) -> int:
         return int(self._db().execute("SELECT count(*) FROM events").fetchone()[0])
 

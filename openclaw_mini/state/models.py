@@ -44,6 +44,8 @@ __all__ = [
     "FluxEvent",
     "PreparedEvent",
     "PublishResult",
+    "RuntimeConfig",
+    "RuntimeConfigUpdate",
     "StateUpdate",
     "format_timestamp",
     "make_event",
@@ -149,16 +151,37 @@ def matches_pattern(pattern: str, entity_id: str) -> bool:
 
 
 class EventPayload(BaseModel):
-    """What state derivation reads from an event: which entity, and which properties change."""
+    """What state derivation reads from an event: which entity, and which properties change.
+
+    As in Flux, a payload without a string `entity_id` or an object `properties` is a valid
+    event that is logged but changes no state (Flux skips it with a warning).
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    entity_id: str
-    properties: dict[str, Any]
+    entity_id: str | None = None
+    properties: dict[str, Any] | None = None
+
+    @field_validator("entity_id", mode="before")
+    @classmethod
+    def _only_text_ids(cls, value: Any) -> Any:
+        return value if isinstance(value, str) else None
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _only_objects(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) else None
+
+    @property
+    def applies(self) -> bool:
+        """Whether state derivation uses this payload (it names an entity and has properties)."""
+        return self.entity_id is not None and self.properties is not None
 
     @field_validator("entity_id")
     @classmethod
-    def _check_entity_id(cls, value: str) -> str:
+    def _check_entity_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.strip():
             raise ValueError("entity_id must not be empty")
         if len(value) > _MAX_ID_CHARS:
@@ -211,11 +234,12 @@ class FluxEvent(BaseModel):
 
     @property
     def entity_id(self) -> str:
-        return self.payload.entity_id
+        """The entity the event changes ("" when the payload names none)."""
+        return self.payload.entity_id or ""
 
     @property
     def is_tombstone(self) -> bool:
-        return self.payload.properties.get(DELETED_MARKER) is True
+        return self.payload.applies and (self.payload.properties or {}).get(DELETED_MARKER) is True
 
     def to_wire(self) -> dict[str, Any]:
         """The Flux JSON object (camelCase envelope, absent optional fields left out)."""
@@ -249,11 +273,14 @@ class PreparedEvent:
         """Read back a logged event (validated when it was written)."""
         wire = json.loads(body)
         payload = wire.get("payload") or {}
+        entity_id = payload.get("entity_id")
+        properties = payload.get("properties")
+        applies = isinstance(entity_id, str) and isinstance(properties, dict)
         return cls(
             event_id=str(wire.get("eventId", "")),
             stream=str(wire.get("stream", "")),
-            entity_id=str(payload.get("entity_id", "")),
-            properties=payload.get("properties") or {},
+            entity_id=str(entity_id) if applies else "",
+            properties=dict(properties) if applies and isinstance(properties, dict) else {},
             body=body,
         )
 
@@ -270,11 +297,16 @@ def _describe(error: ValidationError, where: str) -> str:
 
 
 def prepare_event(
-    raw: FluxEvent | PreparedEvent | Mapping[str, Any], *, where: str = "event"
+    raw: FluxEvent | PreparedEvent | Mapping[str, Any],
+    *,
+    where: str = "event",
+    max_bytes: int | None = MAX_EVENT_BYTES,
 ) -> PreparedEvent:
     """Validate one event, fill in `eventId`/`timestamp`, and enforce the 1 MB limit.
 
     Raises `InvalidEventError` or `EventTooLargeError` naming `where` (e.g. "event 3").
+    `max_bytes=None` skips the size check: the server measures the request body instead, as
+    Flux does (our re-serialised JSON can be longer than what the client sent).
     """
     if isinstance(raw, PreparedEvent):
         return raw
@@ -298,24 +330,30 @@ def prepare_event(
     except PydanticSerializationError as exc:
         raise InvalidEventError(f"{where} cannot be stored as JSON: {exc}") from None
     # The same serializer in JSON mode, so applied properties equal what replay reads back.
-    properties = event.payload.model_dump(mode="json", include={"properties"})["properties"]
+    applies = event.payload.applies
+    properties = (
+        event.payload.model_dump(mode="json", include={"properties"})["properties"] if applies else {}
+    )
     prepared = PreparedEvent(
         event_id=event.event_id,
         stream=event.stream,
-        entity_id=event.payload.entity_id,
+        entity_id=(event.payload.entity_id or "") if applies else "",
         properties=properties,
         body=body,
     )
-    size = prepared.size
-    if size > MAX_EVENT_BYTES:
+    if max_bytes is not None and prepared.size > max_bytes:
         raise EventTooLargeError(
-            f"{where} is {size:,} bytes as JSON; one event may be at most {MAX_EVENT_BYTES:,} bytes (1 MB)"
+            f"{where} is {prepared.size:,} bytes as JSON; one event may be at most {max_bytes:,} bytes"
+            + (" (1 MB)" if max_bytes == MAX_EVENT_BYTES else "")
         )
     return prepared
 
 
 def prepare_batch(
     events: Sequence[FluxEvent | PreparedEvent | Mapping[str, Any]],
+    *,
+    max_event_bytes: int | None = MAX_EVENT_BYTES,
+    max_total_bytes: int | None = MAX_BATCH_BYTES,
 ) -> tuple[list[PublishResult | None], list[PreparedEvent]]:
     """Validate each event of a batch on its own.
 
@@ -327,7 +365,7 @@ def prepare_batch(
     total = 0
     for index, raw in enumerate(events):
         try:
-            item = prepare_event(raw, where=f"event {index}")
+            item = prepare_event(raw, where=f"event {index}", max_bytes=max_event_bytes)
         except (InvalidEventError, EventTooLargeError) as exc:
             stream = raw.get("stream") if isinstance(raw, Mapping) else None
             results.append(PublishResult(stream=stream if isinstance(stream, str) else None, error=str(exc)))
@@ -335,7 +373,7 @@ def prepare_batch(
         total += item.size
         prepared.append(item)
         results.append(None)
-    if total > MAX_BATCH_BYTES:
+    if max_total_bytes is not None and total > max_total_bytes:
         raise BatchTooLargeError(
             f"the batch is {total:,} bytes as JSON; a batch may be at most {MAX_BATCH_BYTES:,} bytes "
             "(10 MB): split it"
@@ -505,3 +543,28 @@ class StateUpdate(BaseModel):
                 item["last"] = index == len(names) - 1
             messages.append(item)
         return messages
+
+
+class RuntimeConfig(BaseModel):
+    """The server's runtime limits (Flux's `GET/PUT /api/admin/config`), changeable while it runs.
+
+    Field names are Flux's. Rate limiting applies, as in Flux, only with auth on.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    rate_limit_enabled: bool = True
+    rate_limit_per_namespace_per_minute: int = Field(default=10_000, ge=1)
+    body_size_limit_single_bytes: int = Field(default=MAX_EVENT_BYTES, ge=1)
+    body_size_limit_batch_bytes: int = Field(default=MAX_BATCH_BYTES, ge=1)
+
+
+class RuntimeConfigUpdate(BaseModel):
+    """A partial `PUT /api/admin/config` body: only the fields given change (unknown keys: 400)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit_enabled: bool | None = None
+    rate_limit_per_namespace_per_minute: int | None = Field(default=None, ge=1)
+    body_size_limit_single_bytes: int | None = Field(default=None, ge=1)
+    body_size_limit_batch_bytes: int | None = Field(default=None, ge=1)

@@ -1,10 +1,17 @@
 """Serve a world state over Flux's HTTP and WebSocket API (`openclaw-mini state serve`).
 
-The routes, bodies and status codes are Flux's, so a Flux client (its skill script, curl
-examples, our `RemoteWorldState`) works against this server unchanged. Two small additions a
-Flux client ignores: each `subscribe` is acknowledged with `{"type": "subscribed"}`, and
-`state_update` messages carry `eventId` and `last` so a client can regroup one event's
-properties.
+The routes, bodies and status codes are Flux's, so a Flux client (its `flux.sh`, its
+`subscribe_websocket.py` example, curl examples, our `RemoteWorldState`) works against this
+server unchanged: events, entities, history, namespaces (register, look up, delete), connectors
+(an empty list: this server runs none), `GET/PUT /api/admin/config` (the four runtime limits),
+and `/api/ws`. Over the WebSocket, as in Flux, a connection that subscribed to nothing receives
+every `state_update`, every client receives `entity_deleted`, and a `metrics_update` arrives
+every `metrics_interval` seconds. Small additions a Flux client ignores: each `subscribe` is
+acknowledged with `{"type": "subscribed"}`, `state_update` messages carry `eventId` and `last` so
+a client can regroup one event's properties, and subscriptions may end in `*` (a prefix).
+
+Hardening beyond Flux: JSON nested too deeply is a 400, binary WebSocket frames are ignored, and
+a subscriber that stops reading is closed once `max_ws_buffer_bytes` are waiting for it.
 
 Needs the optional `server` extra (starlette + uvicorn).
 """
@@ -19,11 +26,15 @@ import json
 import logging
 import math
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -41,21 +52,42 @@ from .errors import (
 from .models import (
     MAX_BATCH_BYTES,
     MAX_DELETE_IDS,
-    MAX_EVENT_BYTES,
+    PreparedEvent,
+    PublishResult,
+    RuntimeConfig,
+    RuntimeConfigUpdate,
     StateUpdate,
+    format_timestamp,
     matches_pattern,
     namespace_of,
+    now_ms,
     parse_timestamp,
     prepare_batch,
     prepare_event,
 )
 
-__all__ = ["HISTORY_MAX_LIMIT", "create_app", "serve", "serve_in_background"]
+__all__ = [
+    "HISTORY_MAX_LIMIT",
+    "MAX_WS_BUFFER_BYTES",
+    "METRICS_INTERVAL_SECONDS",
+    "create_app",
+    "serve",
+    "serve_in_background",
+]
 
 logger = logging.getLogger(__name__)
 
 HISTORY_MAX_LIMIT = 500
 """`GET /api/events` returns at most this many events (Flux's cap)."""
+METRICS_INTERVAL_SECONDS = 2.0
+"""How often WebSocket clients get a `metrics_update` (Flux's `broadcast_interval_seconds`)."""
+PUBLISHER_WINDOW_SECONDS = 10.0
+"""A source that published within this window counts as an active publisher (Flux's default)."""
+MAX_WS_BUFFER_BYTES = 8 * 1024 * 1024
+"""Bytes that may wait for one WebSocket subscriber; past this it is closed (1013) and logged."""
+PAYLOAD_TOO_LARGE = "payload too large"
+RATE_LIMITED = "rate limit exceeded"
+"""Flux's exact 413 and 429 error texts (clients match on them)."""
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -83,43 +115,158 @@ def _guarded(handler: Handler) -> Handler:
             return await handler(request)
         except StateError as exc:
             return _error_response(exc)
-        except Exception as exc:
+        except RecursionError:
+            return JSONResponse({"error": "the JSON is nested too deeply"}, status_code=400)
+        except Exception:
             logger.exception("world-state request %s %s failed", request.method, request.url.path)
-            return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+            return JSONResponse({"error": "internal error (see the server log)"}, status_code=500)
 
     return run
 
 
-async def _read_json(request: Request, limit: int, what: str) -> Any:
-    """Read at most `limit` bytes (413 beyond, without reading the rest) and parse JSON (400)."""
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, at most `limit` bytes (413 with Flux's text beyond, without reading the rest)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _HTTPError(
-            f"payload too large: {what} is {int(declared):,} bytes, at most {limit:,} allowed", 413
-        )
+        raise _HTTPError(PAYLOAD_TOO_LARGE, 413)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _HTTPError(f"payload too large: {what} is over {limit:,} bytes", 413)
+            raise _HTTPError(PAYLOAD_TOO_LARGE, 413)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def _parse_json(raw: bytes, what: str) -> Any:
     if not raw.strip():
         raise InvalidEventError(f"{what} is empty; send a JSON object")
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise InvalidEventError(f"{what} is nested too deeply") from None
     except ValueError as exc:
         raise InvalidEventError(f"{what} is not valid JSON: {exc}") from None
+
+
+async def _read_json(request: Request, limit: int, what: str) -> Any:
+    return _parse_json(await _read_body(request, limit), what)
+
+
+class _Outbox:
+    """What waits to be sent to one WebSocket client, bounded in bytes (a reader that stops
+    reading would otherwise make the server buffer without limit)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queue: deque[str] = deque()
+        self.size = 0
+        self.ready = asyncio.Event()
+        self.overflowed = asyncio.Event()
+
+    def put(self, message: dict[str, Any]) -> None:
+        if self.overflowed.is_set():
+            return
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        self.size += len(text) if text.isascii() else len(text.encode("utf-8"))
+        if self.size > self.limit:
+            self.overflowed.set()
+            self.queue.clear()
+            return
+        self.queue.append(text)
+        self.ready.set()
+
+    async def get(self) -> str:
+        while not self.queue:
+            self.ready.clear()
+            await self.ready.wait()
+        text = self.queue.popleft()
+        self.size -= len(text) if text.isascii() else len(text.encode("utf-8"))
+        return text
+
+
+class _Metrics:
+    """Counters behind `metrics_update` (reset on restart, as in Flux) and its broadcaster."""
+
+    def __init__(self, store: WorldState, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.total_events = 0
+        self.recent: deque[tuple[float, int]] = deque()
+        self.sources: dict[str, float] = {}
+        self.outboxes: set[_Outbox] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def record(self, sources: Iterable[str]) -> None:
+        now = time.monotonic()
+        count = 0
+        for source in sources:
+            self.sources[source] = now
+            count += 1
+        self.total_events += count
+        self.recent.append((now, count))
+
+    def attach(self, outbox: _Outbox) -> None:
+        self.outboxes.add(outbox)
+        if self.interval > 0 and (self.task is None or self.task.done()):
+            self.task = asyncio.create_task(self._broadcast())
+
+    def detach(self, outbox: _Outbox) -> None:
+        self.outboxes.discard(outbox)
+        if not self.outboxes and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        while self.recent and now - self.recent[0][0] > PUBLISHER_WINDOW_SECONDS:
+            self.recent.popleft()
+        for source in [name for name, seen in self.sources.items() if now - seen > PUBLISHER_WINDOW_SECONDS]:
+            del self.sources[source]
+        counter = getattr(self.store, "entity_count", None)
+        entities = await counter() if callable(counter) else len(await self.store.list())
+        rate = sum(count for _, count in self.recent) / PUBLISHER_WINDOW_SECONDS
+        return {
+            "type": "metrics_update",
+            "timestamp": format_timestamp(now_ms()),
+            "entities": {"total": entities},
+            "events": {"total": self.total_events, "rate_per_second": round(rate, 3)},
+            "websocket": {"connections": len(self.outboxes)},
+            "publishers": {"active": len(self.sources)},
+        }
+
+    async def _broadcast(self) -> None:
+        while self.outboxes:
+            await asyncio.sleep(self.interval)
+            try:
+                message = await self.snapshot()
+            except Exception:  # a store hiccup skips one tick, never ends the broadcaster
+                logger.warning("world-state metrics tick failed", exc_info=True)
+                continue
+            for outbox in list(self.outboxes):
+                outbox.put(message)
 
 
 class _Api:
     """The handlers, bound to one store and one auth/rate-limit setup."""
 
-    def __init__(self, store: WorldState, auth: AuthConfig | None, limiter: RateLimiter | None) -> None:
+    def __init__(
+        self,
+        store: WorldState,
+        auth: AuthConfig | None,
+        limiter: RateLimiter | None,
+        runtime: RuntimeConfig,
+        *,
+        metrics_interval: float,
+        max_ws_buffer_bytes: int,
+    ) -> None:
         self.store = store
         self.auth = auth
-        self.limiter = limiter
+        self.runtime = runtime
+        self.limiter = limiter or RateLimiter(runtime.rate_limit_per_namespace_per_minute)
+        self.metrics = _Metrics(store, metrics_interval)
+        self.max_ws_buffer_bytes = max_ws_buffer_bytes
 
     # -- auth -----------------------------------------------------------------------------
 
@@ -138,6 +285,33 @@ class _Api:
         """401 before anything else when auth is on and no token came."""
         return self._token(request) if self.auth is not None else None
 
+    def _require_admin(self, request: Request, message: str = "Admin token required") -> None:
+        """Flux's admin rule: when an admin token is configured, `Bearer <admin token>` or 401."""
+        admin = self.auth.admin_token if self.auth else None
+        if not admin:
+            return
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        if not token or not self._is_admin(token):
+            raise StateAuthError(message, status=401)
+
+    async def _check_reader(self, token: str | None) -> None:
+        """With `private_reads`, a read needs a known namespace token or the admin token."""
+        if self.auth is None or not self.auth.private_reads:
+            return
+        if not token:
+            raise StateAuthError(
+                "reads need a token on this server: send 'Authorization: Bearer <token>'", status=401
+            )
+        if self._is_admin(token):
+            return
+        if await asyncio.to_thread(self.auth.registry.owner_of, token) is None:
+            raise StateAuthError("unknown token", status=401)
+
+    async def _read_access(self, request: Request) -> None:
+        if self.auth is None or not self.auth.private_reads:
+            return
+        await self._check_reader(self._token(request))
+
     async def _authorize(self, token: str | None, entity_ids: Iterable[str]) -> None:
         if self.auth is None or token is None or self._is_admin(token):
             return
@@ -154,54 +328,90 @@ class _Api:
                     f"this token does not own namespace {namespace!r} (entity {entity_id!r})"
                 )
 
-    def _limit(self, entity_ids: Sequence[str]) -> None:
-        if self.limiter is None:
+    async def _authorize_event(self, token: str | None, item: PreparedEvent) -> None:
+        """A namespace token writes only events that name an entity in its namespace."""
+        if self.auth is None or token is None or self._is_admin(token):
             return
-        counts: dict[str, int] = {}
+        if not item.entity_id:
+            raise StateAuthError(
+                "the event's payload has no 'entity_id'; with auth on, writes name one", status=403
+            )
+        await self._authorize(token, [item.entity_id])
+
+    def _rate_limited(self, key: str) -> float | None:
+        """Seconds to wait when `key` is over its rate, else None. As in Flux: only with auth on."""
+        if self.auth is None or not self.runtime.rate_limit_enabled:
+            return None
+        if self.limiter.per_minute != self.runtime.rate_limit_per_namespace_per_minute:
+            self.limiter.configure(self.runtime.rate_limit_per_namespace_per_minute)
+        return self.limiter.take(key)
+
+    @staticmethod
+    def _rate_key(event: PreparedEvent) -> str:
+        """Flux's bucket: the namespace of the entity id, else the event's stream."""
+        return namespace_of(event.entity_id) or event.stream
+
+    def _limit_ids(self, entity_ids: Iterable[str]) -> None:
         for entity_id in entity_ids:
-            key = namespace_of(entity_id) or ""
-            counts[key] = counts.get(key, 0) + 1
-        for key, count in counts.items():
-            wait = self.limiter.take(key, count)
+            wait = self._rate_limited(namespace_of(entity_id) or "")
             if wait is not None:
-                label = f"namespace {key!r}" if key else "entities without a namespace"
-                raise RateLimitedError(
-                    f"rate limit exceeded for {label} ({self.limiter.per_minute:,} events per minute)",
-                    retry_after=wait,
-                )
+                raise RateLimitedError(RATE_LIMITED, retry_after=wait)
 
     # -- events ---------------------------------------------------------------------------
 
     async def publish(self, request: Request) -> Response:
         token = self._require_token(request)
-        raw = await _read_json(request, MAX_EVENT_BYTES, "the event")
+        # Flux measures the raw request body: an event of exactly 1 MiB as sent is accepted.
+        raw = _parse_json(await _read_body(request, self.runtime.body_size_limit_single_bytes), "the event")
         if not isinstance(raw, dict):
             raise InvalidEventError("the event must be a JSON object")
-        item = prepare_event(raw)
-        await self._authorize(token, [item.entity_id])
-        self._limit([item.entity_id])
+        item = prepare_event(raw, max_bytes=None)
+        await self._authorize_event(token, item)
+        wait = self._rate_limited(self._rate_key(item))
+        if wait is not None:
+            raise RateLimitedError(RATE_LIMITED, retry_after=wait)
         result = await self.store.publish(item)
+        self.metrics.record([str(raw.get("source", ""))])
         return JSONResponse(result.to_wire())
 
     async def publish_batch(self, request: Request) -> Response:
         token = self._require_token(request)
-        raw = await _read_json(request, MAX_BATCH_BYTES, "the batch")
+        raw = _parse_json(await _read_body(request, self.runtime.body_size_limit_batch_bytes), "the batch")
         events = raw.get("events") if isinstance(raw, dict) else None
         if not isinstance(events, list):
             raise InvalidEventError('the batch must be a JSON object with an "events" array')
         if not events:
             raise InvalidEventError("the batch must contain at least one event")
-        slots, prepared = prepare_batch(events)
+        slots, prepared = prepare_batch(events, max_event_bytes=None, max_total_bytes=None)
         for index, item in enumerate(prepared):
             try:
-                await self._authorize(token, [item.entity_id])
+                await self._authorize_event(token, item)
             except StateAuthError as exc:
                 raise StateAuthError(
                     f"batch refused at valid event {index}: {exc}", status=exc.status
                 ) from None
-        self._limit([item.entity_id for item in prepared])
-        published = iter(await self.store.publish_batch(prepared) if prepared else [])
-        results = [slot if slot is not None else next(published) for slot in slots]
+        # As in Flux, the rate limit fails single events of a batch, not the whole batch.
+        allowed: list[PreparedEvent] = []
+        limited: dict[int, PublishResult] = {}
+        for index, item in enumerate(prepared):
+            if self._rate_limited(self._rate_key(item)) is not None:
+                limited[index] = PublishResult(event_id=item.event_id, stream=item.stream, error=RATE_LIMITED)
+            else:
+                allowed.append(item)
+        published = iter(await self.store.publish_batch(allowed) if allowed else [])
+        good = iter(range(len(prepared)))
+        results: list[PublishResult] = []
+        for slot in slots:
+            if slot is not None:
+                results.append(slot)
+                continue
+            index = next(good)
+            results.append(limited[index] if index in limited else next(published))
+        self.metrics.record(
+            str(event.get("source", "")) if isinstance(event, dict) else ""
+            for event, slot in zip(events, slots, strict=True)
+            if slot is None
+        )
         failed = sum(1 for result in results if result.error is not None)
         return JSONResponse(
             {
@@ -212,6 +422,7 @@ class _Api:
         )
 
     async def history(self, request: Request) -> Response:
+        await self._read_access(request)
         entity_id = request.query_params.get("entity")
         if not entity_id:
             raise InvalidEventError("entity parameter is required")
@@ -230,6 +441,7 @@ class _Api:
     # -- entities -------------------------------------------------------------------------
 
     async def list_entities(self, request: Request) -> Response:
+        await self._read_access(request)
         params = request.query_params
         entities = await self.store.list(
             prefix=params.get("prefix") or None, namespace=params.get("namespace") or None
@@ -251,6 +463,7 @@ class _Api:
         return JSONResponse(body)
 
     async def get_entity(self, request: Request) -> Response:
+        await self._read_access(request)
         entity = await self.store.get(request.path_params["entity_id"])
         if entity is None:
             raise _HTTPError("Entity not found", 404)
@@ -260,7 +473,7 @@ class _Api:
         token = self._require_token(request)
         entity_id = request.path_params["entity_id"]
         await self._authorize(token, [entity_id])
-        self._limit([entity_id])
+        self._limit_ids([entity_id])
         result = await self.store.delete(entity_id)
         return JSONResponse(result.to_wire())
 
@@ -283,7 +496,6 @@ class _Api:
                     status=400,
                 )
             await self._authorize(token, value)
-            self._limit(value)
             result = await self.store.delete_many(entity_ids=value)
         elif not isinstance(value, str) or not value:
             raise InvalidEventError(f'"{key}" must be a non-empty string')
@@ -299,7 +511,6 @@ class _Api:
                 )
             await self._authorize(token, [f"{value}/"] if key == "namespace" else [])
             await self._authorize(token, ids)
-            self._limit(ids)
             if not ids:
                 return JSONResponse({"deleted": 0, "failed": 0, "errors": []})
             result = await self.store.delete_many(entity_ids=ids)
@@ -309,11 +520,8 @@ class _Api:
 
     async def register_namespace(self, request: Request) -> Response:
         if self.auth is None:
-            raise _HTTPError("namespaces are off: start the server with auth enabled", 404)
-        if self.auth.admin_token:
-            token = request.headers.get("authorization", "").partition(" ")[2].strip()
-            if not token or not self._is_admin(token):
-                raise StateAuthError("Admin token required", status=401)
+            raise _HTTPError("Namespace registration not available (auth disabled)", 404)
+        self._require_admin(request)
         raw = await _read_json(request, 64 * 1024, "the namespace request")
         name = raw.get("name") if isinstance(raw, dict) else None
         if not isinstance(name, str):
@@ -323,7 +531,8 @@ class _Api:
 
     async def get_namespace(self, request: Request) -> Response:
         if self.auth is None:
-            raise _HTTPError("namespaces are off: start the server with auth enabled", 404)
+            raise _HTTPError("Namespace registration not available (auth disabled)", 404)
+        await self._read_access(request)
         name = request.path_params["name"]
         record = await asyncio.to_thread(self.auth.registry.get, name)
         if record is None:
@@ -339,72 +548,144 @@ class _Api:
             }
         )
 
+    async def delete_namespace(self, request: Request) -> Response:
+        """Flux: 204 when removed, 401 without the admin token (when one is set), 404 when unknown."""
+        self._require_admin(request)
+        name = request.path_params["name"]
+        if self.auth is None or not await asyncio.to_thread(self.auth.registry.delete, name):
+            raise _HTTPError("Namespace not found", 404)
+        return Response(status_code=204)
+
+    # -- admin config and connectors ------------------------------------------------------
+
+    async def get_config(self, request: Request) -> Response:
+        return JSONResponse(self.runtime.model_dump())
+
+    async def put_config(self, request: Request) -> Response:
+        """A partial update; the answer is the whole config. Admin token required when set."""
+        self._require_admin(request, "Unauthorized")
+        raw = await _read_json(request, 64 * 1024, "the config update")
+        try:
+            update = RuntimeConfigUpdate.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            raise InvalidEventError(f"config update field '{where}': {first['msg']}") from None
+        for key, value in update.model_dump(exclude_none=True).items():
+            setattr(self.runtime, key, value)
+        if update.rate_limit_per_namespace_per_minute is not None:
+            self.limiter.configure(update.rate_limit_per_namespace_per_minute)
+        logger.info("world-state runtime config changed: %s", update.model_dump(exclude_none=True))
+        return JSONResponse(self.runtime.model_dump())
+
+    async def list_connectors(self, request: Request) -> Response:
+        """Flux's shape, `{"connectors": [...]}`: this server runs no connectors."""
+        if self.auth is not None:
+            self._token(request)
+        return JSONResponse({"connectors": []})
+
+    async def get_connector(self, request: Request) -> Response:
+        raise _HTTPError(f"Connector '{request.path_params['name']}' not found", 404)
+
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     # -- websocket ------------------------------------------------------------------------
 
     async def websocket(self, websocket: WebSocket) -> None:
+        if self.auth is not None and self.auth.private_reads:
+            header = websocket.headers.get("authorization", "")
+            token = header.partition(" ")[2].strip() or websocket.query_params.get("token")
+            try:
+                await self._check_reader(token)
+            except StateAuthError:
+                await websocket.close(code=1008, reason="a token is required to read")
+                return
         await websocket.accept()
         patterns: set[str] = set()
-        send_lock = asyncio.Lock()
+        outbox = _Outbox(self.max_ws_buffer_bytes)
         subscription: Subscription = self.store.subscribe("*")
         await subscription.start()
-
-        async def send(message: dict[str, Any]) -> None:
-            async with send_lock:
-                await websocket.send_text(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
+        self.metrics.attach(outbox)
 
         async def pump() -> None:
             try:
                 async for update in subscription:
-                    if not any(matches_pattern(pattern, update.entity_id) for pattern in patterns):
-                        continue
+                    # As in Flux: no subscription means everything; deletions go to every client.
+                    if update.type == "state_update" and patterns:
+                        if not any(matches_pattern(pattern, update.entity_id) for pattern in patterns):
+                            continue
                     for message in _messages(update):
-                        await send(message)
-            except StateError as exc:  # the subscriber fell behind: close so the client resyncs
+                        outbox.put(message)
+            except StateError as exc:  # the store's queue overflowed: close so the client resyncs
                 logger.warning("closing a slow world-state WebSocket: %s", exc)
-                with contextlib.suppress(Exception):
-                    await websocket.close(code=1013, reason="subscriber fell behind; reconnect")
+                outbox.overflowed.set()
 
-        task = asyncio.create_task(pump())
-        try:
+        async def write() -> None:
             while True:
-                text = await websocket.receive_text()
-                try:
-                    message = json.loads(text)
-                except ValueError:
-                    continue  # Flux ignores what it cannot parse
-                if not isinstance(message, dict) or not isinstance(message.get("entity_id"), str):
-                    continue
-                if message.get("type") == "subscribe":
-                    pattern = message["entity_id"]
-                    if len(pattern) > MAX_PATTERN_CHARS or (
-                        pattern not in patterns and len(patterns) >= MAX_PATTERNS_PER_CONNECTION
-                    ):
-                        # Every update is matched against every pattern: bound the work a client
-                        # can ask for.
-                        await send(
-                            {
-                                "type": "error",
-                                "entity_id": pattern[:MAX_PATTERN_CHARS],
-                                "error": f"at most {MAX_PATTERNS_PER_CONNECTION} subscriptions of "
-                                f"at most {MAX_PATTERN_CHARS} characters per connection",
-                            }
-                        )
-                        continue
-                    patterns.add(pattern)
-                    await send({"type": "subscribed", "entity_id": pattern})
-                elif message.get("type") == "unsubscribe":
-                    patterns.discard(message["entity_id"])
-                    await send({"type": "unsubscribed", "entity_id": message["entity_id"]})
-        except WebSocketDisconnect:
-            pass
+                await websocket.send_text(await outbox.get())
+
+        async def read() -> None:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    continue  # binary frames mean nothing here (Flux ignores them too)
+                await self._client_message(text, patterns, outbox)
+
+        tasks = [asyncio.create_task(job()) for job in (pump, write, read)]
+        overflow = asyncio.create_task(outbox.overflowed.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, overflow], return_when=asyncio.FIRST_COMPLETED)
+            if overflow in done:
+                logger.warning(
+                    "closing a world-state WebSocket subscriber that stopped reading: over %s bytes waiting",
+                    f"{self.max_ws_buffer_bytes:,}",
+                )
+                with contextlib.suppress(Exception):
+                    # The client is not reading: the close frame may never drain; do not wait forever.
+                    await asyncio.wait_for(websocket.close(code=1013, reason="subscriber fell behind"), 2.0)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            for task in (*tasks, overflow):
+                task.cancel()
+            for task in (*tasks, overflow):
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
+                    await task
+            self.metrics.detach(outbox)
             await subscription.aclose()
+
+    async def _client_message(self, text: str, patterns: set[str], outbox: _Outbox) -> None:
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):
+            return  # Flux ignores what it cannot parse
+        if not isinstance(message, dict):
+            return
+        # Flux reads `entity_id`; its own example client sends `entityId`: accept both.
+        pattern = message.get("entity_id", message.get("entityId"))
+        if not isinstance(pattern, str):
+            return
+        if message.get("type") == "subscribe":
+            if len(pattern) > MAX_PATTERN_CHARS or (
+                pattern not in patterns and len(patterns) >= MAX_PATTERNS_PER_CONNECTION
+            ):
+                # Every update is matched against every pattern: bound the work a client can ask for.
+                outbox.put(
+                    {
+                        "type": "error",
+                        "entity_id": pattern[:MAX_PATTERN_CHARS],
+                        "error": f"at most {MAX_PATTERNS_PER_CONNECTION} subscriptions of "
+                        f"at most {MAX_PATTERN_CHARS} characters per connection",
+                    }
+                )
+                return
+            patterns.add(pattern)
+            outbox.put({"type": "subscribed", "entity_id": pattern})
+        elif message.get("type") == "unsubscribe":
+            patterns.discard(pattern)
+            outbox.put({"type": "unsubscribed", "entity_id": pattern})
 
 
 MAX_PATTERNS_PER_CONNECTION = 1_000
@@ -428,20 +709,47 @@ def _int_param(request: Request, name: str, default: int) -> int:
     return value
 
 
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    if status == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    elif status == 404:
+        message = f"no such route: {request.method} {request.url.path}"
+    else:
+        message = exc.detail if isinstance(exc, HTTPException) else "error"
+    return JSONResponse({"error": message}, status_code=status)
+
+
 def create_app(
     store: WorldState,
     *,
     auth: AuthConfig | None = None,
     rate_limit: RateLimiter | int | None = None,
+    runtime: RuntimeConfig | None = None,
+    metrics_interval: float = METRICS_INTERVAL_SECONDS,
+    max_ws_buffer_bytes: int = MAX_WS_BUFFER_BYTES,
 ) -> Starlette:
     """A Starlette app serving `store` over Flux's API.
 
     `auth=None` leaves writes open (Flux's internal mode); an `AuthConfig` turns namespaces
-    and tokens on. `rate_limit` is events per minute per namespace (or a `RateLimiter`).
-    The app does not own the store: close it yourself after the server stops.
+    and tokens on. As in Flux, rate limiting applies only with auth on: `rate_limit` events per
+    minute per namespace (default 10,000; or a `RateLimiter`). `runtime` holds the limits that
+    `PUT /api/admin/config` changes. The app does not own the store: close it yourself.
     """
+    runtime = runtime or RuntimeConfig()
     limiter = RateLimiter(rate_limit) if isinstance(rate_limit, int) else rate_limit
-    api = _Api(store, auth, limiter)
+    if limiter is not None:
+        runtime.rate_limit_per_namespace_per_minute = limiter.per_minute
+        if auth is None:
+            logger.warning("a rate limit applies only with auth on (as in Flux); this server has auth off")
+    api = _Api(
+        store,
+        auth,
+        limiter,
+        runtime,
+        metrics_interval=metrics_interval,
+        max_ws_buffer_bytes=max_ws_buffer_bytes,
+    )
     routes = [
         Route("/api/health", _guarded(api.health), methods=["GET"]),
         Route("/api/events", _guarded(api.publish), methods=["POST"]),
@@ -453,10 +761,16 @@ def create_app(
         Route("/api/state/entities/{entity_id:path}", _guarded(api.delete_entity), methods=["DELETE"]),
         Route("/api/namespaces", _guarded(api.register_namespace), methods=["POST"]),
         Route("/api/namespaces/{name}", _guarded(api.get_namespace), methods=["GET"]),
+        Route("/api/namespaces/{name}", _guarded(api.delete_namespace), methods=["DELETE"]),
+        Route("/api/admin/config", _guarded(api.get_config), methods=["GET"]),
+        Route("/api/admin/config", _guarded(api.put_config), methods=["PUT"]),
+        Route("/api/connectors", _guarded(api.list_connectors), methods=["GET"]),
+        Route("/api/connectors/{name}", _guarded(api.get_connector), methods=["GET"]),
         WebSocketRoute("/api/ws", api.websocket),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
     app.state.world_state = store
+    app.state.runtime_config = runtime
     return app
 
 
@@ -483,13 +797,17 @@ async def serve(
     auth: AuthConfig | None = None,
     rate_limit: RateLimiter | int | None = None,
     log_level: str = "warning",
+    **app_options: Any,
 ) -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM). Binds loopback unless `host` says otherwise."""
+    """Serve until interrupted (Ctrl-C / SIGTERM). Binds loopback unless `host` says otherwise.
+
+    `app_options` go to `create_app` (`runtime`, `metrics_interval`, `max_ws_buffer_bytes`).
+    """
     import uvicorn
 
     if host not in _LOOPBACK and auth is None:
         logger.warning("serving world state on %s with auth off: anyone who can reach it can write", host)
-    app = create_app(store, auth=auth, rate_limit=rate_limit)
+    app = create_app(store, auth=auth, rate_limit=rate_limit, **app_options)
     server = uvicorn.Server(_uvicorn_config(app, host, port, log_level))
     await server.serve()
 
@@ -503,14 +821,16 @@ async def serve_in_background(
     auth: AuthConfig | None = None,
     rate_limit: RateLimiter | int | None = None,
     log_level: str = "warning",
+    **app_options: Any,
 ) -> AsyncIterator[str]:
     """Run the server on this event loop while the block runs; yields its base URL.
 
     `port=0` picks a free port. Used by tests, the benchmark and the multi-agent example.
+    `app_options` go to `create_app` (`runtime`, `metrics_interval`, `max_ws_buffer_bytes`).
     """
     import uvicorn
 
-    app = create_app(store, auth=auth, rate_limit=rate_limit)
+    app = create_app(store, auth=auth, rate_limit=rate_limit, **app_options)
     config = _uvicorn_config(app, host, port, log_level)
     config.load()
     server = uvicorn.Server(config)

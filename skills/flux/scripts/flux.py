@@ -11,6 +11,7 @@ Every command prints JSON; on failure the server's error goes to stderr and the 
     flux.py history ENTITY_ID [--limit N] [--since ISO-8601]
     flux.py delete ENTITY_ID | --prefix P | --namespace N | --ids a,b,c
     flux.py register NAME                (create a namespace; prints its token once)
+    flux.py config ['{"rate_limit_enabled": false}']   (read, or change with FLUX_ADMIN_TOKEN)
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ def _entity_path(entity_id: str) -> str:
     return "/api/state/entities/" + urllib.parse.quote(entity_id, safe="")
 
 
-def request(method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
+def request(
+    method: str, path: str, body: Any = None, query: dict[str, str] | None = None, *, token: str | None = None
+) -> Any:
     url = _base_url() + path
     if query:
         url += "?" + urllib.parse.urlencode(query)
     headers = {"Accept": "application/json", "User-Agent": "openclaw-mini-flux-skill"}
-    token = os.environ.get("FLUX_TOKEN")
+    token = token or os.environ.get("FLUX_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = None
@@ -150,6 +153,11 @@ def run(args: argparse.Namespace) -> Any:
         return request("POST", "/api/state/entities/delete", body)
     if command == "register":
         return request("POST", "/api/namespaces", {"name": args.name})
+    if command == "config":
+        if args.update is None:
+            return request("GET", "/api/admin/config")
+        update = _json_object(args.update, "UPDATE")
+        return request("PUT", "/api/admin/config", update, token=os.environ.get("FLUX_ADMIN_TOKEN"))
     raise FluxError(f"unknown command {command!r}")
 
 
@@ -182,6 +190,10 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--ids", help="comma-separated entity ids")
     register = commands.add_parser("register", help="create a namespace (auth servers)")
     register.add_argument("name")
+    config = commands.add_parser("config", help="the server's runtime limits (change: FLUX_ADMIN_TOKEN)")
+    config.add_argument(
+        "update", nargs="?", help="JSON object of fields to change, e.g. '{\"rate_limit_enabled\": false}'"
+    )
     return parser
 
 
