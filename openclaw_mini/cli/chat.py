@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .common import JSON_ERRORS, error_hint, fail, print_json_error
+from .common import error_hint, fail, print_json_error
 from .render import PlainRenderer, RichRenderer
 
 if TYPE_CHECKING:
@@ -220,7 +220,11 @@ def run_chat(
     heartbeat: str | None = None,
 ) -> None:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    JSON_ERRORS.enabled = False
+    if interactive:  # the SDK takes about a second to import: do it while the user types
+        import importlib
+        import threading
+
+        threading.Thread(target=importlib.import_module, args=("anthropic",), daemon=True).start()
     agent = make_agent(workspace, model=model, agent_id=agent_id, heartbeat=heartbeat)
     note = ""
     if session is None and resume:
@@ -296,6 +300,8 @@ class _Chat:
     def _on_sigint(self) -> None:
         """Ctrl-C: cancel what is running (a turn, /compact). At the prompt, prompt_toolkit reads
         Ctrl-C as a key, so a signal there comes from outside: leave like the default would."""
+        if not self.interactive:  # a script's Ctrl-C ends the whole chat, as it always did
+            raise KeyboardInterrupt
         if self._busy is not None and not self._busy.done():
             self._busy.cancel()
         elif not self._at_prompt:

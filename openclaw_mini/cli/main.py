@@ -27,9 +27,9 @@ class _DebugAnywhere(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if ctx.parent is None:
             end = args.index("--") if "--" in args else len(args)
-            if "--debug" in args[:end]:
-                DEBUG.enabled = True
-                args = [arg for arg in args[:end] if arg != "--debug"] + args[end:]
+            DEBUG.enabled = "--debug" in args[:end]
+            JSON_ERRORS.enabled = False  # set again by a command's --json (one process, many CliRunner calls)
+            args = [arg for arg in args[:end] if arg != "--debug"] + args[end:]
         return super().parse_args(ctx, args)
 
 
@@ -74,7 +74,7 @@ def _root(
         typer.Option("--version", help="Show the version and exit.", callback=_show_version, is_eager=True),
     ] = False,
 ) -> None:
-    if debug:
+    if debug:  # normally taken out by _DebugAnywhere already
         DEBUG.enabled = True
 
 
