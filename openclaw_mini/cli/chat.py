@@ -99,13 +99,13 @@ def make_agent(
 
 
 def latest_session(agent: Agent) -> str | None:
-    """The most recently active user session of this agent (no sub-agent or heartbeat sessions)."""
+    """The most recently active session of this agent, leaving out sub-agent sessions and the
+    heartbeat's one-off isolated sessions (`<session>-heartbeat-<stamp>`)."""
     from ..session import SessionKey
 
-    heartbeat = str(agent.session_key(agent.heartbeat_config.session))
     for info in agent.sessions.list_sync(agent.config.agent_id):
         key = SessionKey.parse(info.key)
-        if not key.is_subagent and info.key != heartbeat:
+        if not key.is_subagent and "-heartbeat-" not in info.key:
             return info.key
     return None
 
