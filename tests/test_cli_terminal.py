@@ -131,7 +131,7 @@ def test_a_reply_taller_than_the_screen_keeps_its_tail_in_view(
     tmux_chat: Callable[..., Tmux], fake_server: FakeAnthropicServer
 ) -> None:
     story = "\n\n".join(f"Paragraph {n} of the story." for n in range(1, 41))
-    fake_server.queue(text_reply(story, chunk_delay=0.05))
+    fake_server.queue(text_reply(story, chunk_delay=0.08))
     tmux = tmux_chat(height=20)
     tmux.keys("tell me a story", "Enter")
     # While it streams (no footer yet), the newest paragraphs are on screen, not the top and "...".
@@ -194,9 +194,11 @@ def test_the_heartbeat_runs_while_the_user_chats(
     tmux = Tmux([*CLI, "chat", "-w", str(workspace), "--heartbeat", "1s"], _env(fake_server, tmp_path))
     try:
         tmux.wait_screen("you ›")
-        screen = tmux.wait_screen("The nightly backup failed")  # shown while the user sits at the prompt
+        tmux.wait_screen("The nightly backup failed")  # shown while the user sits at the prompt
+        _wait_for(lambda: tmux.screen().rstrip().endswith("you ›"))
+        screen = tmux.screen()
         assert "heartbeat ›" in screen
-        assert screen.rstrip().endswith("you ›")  # the prompt is redrawn below it
+        assert screen.rstrip().endswith("you ›"), screen  # the prompt is redrawn below it
         tmux.keys("hi", "Enter")
         tmux.wait_screen("Hello from the chat.")
         tmux.keys("/heartbeat", "Enter")
