@@ -285,7 +285,11 @@ class _Chat:
 
     async def main(self, note: str) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        try:
+            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+            handled = True
+        except (NotImplementedError, RuntimeError):  # no loop signal handlers here (Windows)
+            handled = False
         try:
             if self.agent.config.enable_heartbeat:
                 self.agent.start_heartbeat(deliver=self._deliver)
@@ -294,7 +298,8 @@ class _Chat:
             else:
                 await self._piped()
         finally:
-            loop.remove_signal_handler(signal.SIGINT)
+            if handled:
+                loop.remove_signal_handler(signal.SIGINT)
             await self.agent.aclose()
 
     def _on_sigint(self) -> None:
