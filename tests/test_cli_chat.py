@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -186,14 +187,13 @@ def test_the_offline_demo_server_answers_the_cli(workspace: Path, tmp_path: Path
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env.update(ANTHROPIC_API_KEY="demo", ANTHROPIC_BASE_URL=url, OPENCLAW_MINI_HOME=str(tmp_path))
         command = [sys.executable, "-m", "openclaw_mini.cli.main", "run", "-w", str(workspace), "--json"]
-        first = subprocess.run([*command, "hello there"], env=env, capture_output=True, text=True, timeout=60)
+        quiet: dict[str, Any] = {"stdin": subprocess.DEVNULL, "capture_output": True, "text": True}
+        first = subprocess.run([*command, "hello there"], env=env, timeout=60, **quiet)  # piped stdin is read
         assert first.returncode == 0, first.stderr
         data = json.loads(first.stdout)
         assert [call["name"] for call in data["tool_calls"]] == ["ls"]
         assert "offline demo model" in data["text"]
-        second = subprocess.run(
-            [*command, "how are you"], env=env, capture_output=True, text=True, timeout=60
-        )
+        second = subprocess.run([*command, "how are you"], env=env, timeout=60, **quiet)
         assert json.loads(second.stdout)["text"] == "You said: **how are you**"
     finally:
         server.terminate()

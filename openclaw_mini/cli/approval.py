@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import json
 import signal
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +89,8 @@ class TerminalApprover:
         self._console = console
         self.always: set[tuple[str, str]] = set()
         """(session key, tool) pairs approved for the rest of the session."""
+        self.sigint_guard: Callable[[], AbstractContextManager[None]] | None = None
+        """Set by a chat that handles SIGINT on its event loop: lets Ctrl-C answer the question."""
 
     @property
     def console(self) -> Console:
@@ -126,25 +130,32 @@ class TerminalApprover:
                 preview, markup=False, highlight=False, style="bold" if request.tool == "exec" else ""
             )
         # Ctrl-C must answer this question, not cancel the turn behind it half-way.
+        if self.sigint_guard is not None:
+            with self.sigint_guard():
+                return self._read_answer(console)
         try:
             previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         except ValueError:  # not the main thread: leave Ctrl-C as it is
             previous = None
         try:
-            while True:
-                try:
-                    reply = console.input("[bold]y[/]es / [bold]n[/]o / [bold]a[/]lways this session › ")
-                except (KeyboardInterrupt, EOFError):
-                    console.print("[dim]refused[/]")
-                    return "no"
-                choice = reply.strip().lower()
-                if choice in ("y", "yes"):
-                    return "yes"
-                if choice in ("n", "no", ""):
-                    return "no"
-                if choice in ("a", "always"):
-                    return "always"
-                console.print("answer y, n or a")
+            return self._read_answer(console)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+
+    @staticmethod
+    def _read_answer(console: Console) -> str:
+        while True:
+            try:
+                reply = console.input("[bold]y[/]es / [bold]n[/]o / [bold]a[/]lways this session › ")
+            except (KeyboardInterrupt, EOFError):
+                console.print("[dim]refused[/]")
+                return "no"
+            choice = reply.strip().lower()
+            if choice in ("y", "yes"):
+                return "yes"
+            if choice in ("n", "no", ""):
+                return "no"
+            if choice in ("a", "always"):
+                return "always"
+            console.print("answer y, n or a")

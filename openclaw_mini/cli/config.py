@@ -52,13 +52,17 @@ def build_agent(
     agent_id: str | None = None,
     approve: ApprovalCallback | None = None,
     heartbeat: HeartbeatConfig | None = None,
+    enable_heartbeat: bool | None = None,
 ) -> Agent:
     """The agent a command runs: config files + env + flags (flags win)."""
     from ..agent import Agent
 
     settings = command_settings(workspace, model=model, agent_id=agent_id)
+    kwargs = settings.agent_kwargs()
+    if enable_heartbeat is not None:
+        kwargs["enable_heartbeat"] = enable_heartbeat
     beat = settings.heartbeat if heartbeat is None else merge_heartbeat(settings.heartbeat, heartbeat)
-    return Agent(**{**settings.agent_kwargs(), "heartbeat": beat}, approve=approve)
+    return Agent(**{**kwargs, "heartbeat": beat}, approve=approve)
 
 
 @app.command("show")

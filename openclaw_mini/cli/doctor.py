@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ..heartbeat import HeartbeatTask
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BASE_URL",
     "Check",
+    "check_api_access",
     "check_api_key",
     "check_base_url",
     "check_bootstrap",
@@ -94,6 +95,13 @@ def check_base_url(env: Mapping[str, str], *, timeout: float = PROBE_TIMEOUT_SEC
         port = parts.port
     except ValueError as exc:
         return Check("Base URL", "fail", f"ANTHROPIC_BASE_URL={url!r} is not a valid URL ({exc}).")
+    if "://" not in url:
+        return Check(
+            "Base URL",
+            "fail",
+            f"ANTHROPIC_BASE_URL={url!r} has no http:// or https:// in front; write it in full "
+            f"(e.g. http://{url}).",
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return Check(
             "Base URL",
@@ -133,19 +141,77 @@ def check_base_url(env: Mapping[str, str], *, timeout: float = PROBE_TIMEOUT_SEC
     )
 
 
+def check_api_access(env: Mapping[str, str], model: str, *, timeout: float = 10.0) -> Check:
+    """One real request with the key: a token count (free on the Anthropic API), or, where a
+    compatible server has no such route, a 1-token message. It proves the key, the URL and the model."""
+    import time
+
+    import anthropic
+
+    url = env.get("ANTHROPIC_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    client = anthropic.Anthropic(
+        api_key=env.get("ANTHROPIC_API_KEY", "").strip(), base_url=url, max_retries=0, timeout=timeout
+    )
+    messages: Any = [{"role": "user", "content": "ping"}]
+    started = time.perf_counter()
+    what = "a token count"
+    try:
+        try:
+            client.messages.count_tokens(model=model, messages=messages)
+        except anthropic.NotFoundError:  # a compatible server without count_tokens: one tiny message
+            what = "a 1-token message"
+            client.messages.create(model=model, max_tokens=1, messages=messages)
+    except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+        return Check(
+            "API access",
+            "fail",
+            f"{url} refused the key (HTTP {exc.status_code}): check ANTHROPIC_API_KEY "
+            "(a typo, a revoked key, or a key for another server).",
+        )
+    except anthropic.NotFoundError as exc:
+        return Check(
+            "API access",
+            "fail",
+            f"{url} answered HTTP 404 for model {model!r}: check the model id, and that "
+            f"ANTHROPIC_BASE_URL points at a Messages API ({_api_message(exc)}).",
+        )
+    except anthropic.APIStatusError as exc:
+        status: Status = "warn" if exc.status_code in (429, 529) or exc.status_code >= 500 else "fail"
+        return Check(
+            "API access",
+            status,
+            f"{url} answered HTTP {exc.status_code} to {what}: {_api_message(exc)}.",
+        )
+    except anthropic.APIConnectionError as exc:
+        return Check("API access", "fail", f"Could not complete a request to {url}: {exc}.")
+    finally:
+        client.close()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return Check(
+        "API access",
+        "pass",
+        f"the key works: {url} answered {what} for {model} in {elapsed_ms:.0f} ms.",
+    )
+
+
+def _api_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return str(getattr(exc, "message", exc))
+
+
 # ------------------------------------------------------------------------------------- workspace
 
 
 def check_workspace(workspace: Path) -> Check:
-    """The workspace folder exists (everything after this check needs it)."""
-    if not workspace.exists():
-        return Check(
-            "Workspace",
-            "fail",
-            f"{workspace} does not exist. Create it with: openclaw-mini init {workspace}",
-        )
-    if not workspace.is_dir():
-        return Check("Workspace", "fail", f"{workspace} is not a folder; point -w at the workspace folder.")
+    """The workspace folder exists (everything after this check needs it); same words as every command."""
+    from .common import workspace_problem
+
+    problem = workspace_problem(workspace)
+    if problem is not None:
+        return Check("Workspace", "fail", problem)
     return Check("Workspace", "pass", f"{workspace.resolve()}")
 
 
@@ -356,11 +422,19 @@ def check_mcp(workspace: Path) -> list[Check]:
 # --------------------------------------------------------------------------------------- command
 
 
-def collect_checks(workspace: Path, env: Mapping[str, str] | None = None) -> list[Check]:
-    """Every check in table order; the workspace checks only run when the folder exists."""
+def collect_checks(
+    workspace: Path, env: Mapping[str, str] | None = None, *, model: str | None = None
+) -> list[Check]:
+    """Every check in table order; the API request only runs with a key and a reachable URL, the
+    workspace checks only when the folder exists."""
+    from ..config import DEFAULT_MODEL
+
     env = os.environ if env is None else env
     workspace = Path(os.path.expanduser(str(workspace)))
-    checks = [check_api_key(env), check_base_url(env)]
+    key, url = check_api_key(env), check_base_url(env)
+    checks = [key, url]
+    if key.status != "fail" and url.status != "fail":
+        checks.append(check_api_access(env, model or DEFAULT_MODEL))
     place = check_workspace(workspace)
     checks.append(place)
     if place.status == "fail":

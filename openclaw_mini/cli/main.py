@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from . import config as config_cli
 from . import heartbeat as heartbeat_cli
@@ -17,16 +18,29 @@ from . import memory as memory_cli
 from . import sessions as sessions_cli
 from . import skills as skills_cli
 from . import state as state_cli
-from .common import DEBUG, WorkspaceOption, handle_errors
+from .common import DEBUG, JSON_ERRORS, WorkspaceOption, handle_errors
 
 __all__ = ["app", "main"]
 
+
+class _DebugAnywhere(TyperGroup):
+    """Accepts `--debug` anywhere before `--` (`openclaw-mini run --debug hi` too), not only first."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            end = args.index("--") if "--" in args else len(args)
+            DEBUG.enabled = "--debug" in args[:end]
+            JSON_ERRORS.enabled = False  # set again by a command's --json (one process, many CliRunner calls)
+            args = [arg for arg in args[:end] if arg != "--debug"] + args[end:]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
     name="openclaw-mini",
+    cls=_DebugAnywhere,
     help="A minimal agent runtime with a proactive heartbeat. Start with: openclaw-mini chat",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
     rich_markup_mode=None,
 )
 app.add_typer(skills_cli.app, name="skills")
@@ -38,11 +52,34 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(mcp_cli.app, name="mcp")
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"openclaw-mini {version('openclaw-mini')}")
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree without install
+            typer.echo("openclaw-mini (not installed)")
+        raise typer.Exit()
+
+
+def _json_errors(value: bool) -> bool:
+    JSON_ERRORS.enabled = value
+    return value
+
+
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for errors (also accepted after the command).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Show the version and exit.", callback=_show_version, is_eager=True),
+    ] = False,
 ) -> None:
-    DEBUG.enabled = debug
+    if debug:  # normally taken out by _DebugAnywhere already
+        DEBUG.enabled = True
 
 
 SessionOption = Annotated[
@@ -62,28 +99,56 @@ def chat(
     session: SessionOption = None,
     model: ModelOption = None,
     agent_id: AgentIdOption = None,
+    resume: Annotated[
+        bool, typer.Option("--continue", "-c", help="Continue the most recent session.")
+    ] = False,
+    heartbeat: Annotated[
+        str | None,
+        typer.Option(
+            "--heartbeat",
+            metavar="EVERY",
+            help="Run the heartbeat every EVERY (e.g. 30m) while you chat; its messages show between turns.",
+        ),
+    ] = None,
 ) -> None:
     """Chat with the agent in this terminal (or one message per line from a pipe)."""
     from .chat import run_chat
 
-    run_chat(workspace=workspace, session=session, model=model, agent_id=agent_id)
+    run_chat(
+        workspace=workspace,
+        session=session,
+        model=model,
+        agent_id=agent_id,
+        resume=resume,
+        heartbeat=heartbeat,
+    )
 
 
 @app.command()
 @handle_errors
 def run(
-    message: Annotated[str, typer.Argument(help="The message to send.")],
+    message: Annotated[
+        str | None,
+        typer.Argument(help="The message; '-' reads it from stdin. Piped stdin is appended to a message."),
+    ] = None,
     workspace: WorkspaceOption = Path("."),
     session: SessionOption = None,
     model: ModelOption = None,
     agent_id: AgentIdOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the RunResult as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the RunResult (or the error) as JSON.", callback=_json_errors, is_eager=True
+        ),
+    ] = False,
 ) -> None:
-    """Send one message, print the reply, exit (non-zero on failure)."""
-    from .chat import run_once
+    """Send one message, print the reply, exit (non-zero on failure).
+
+    echo text | openclaw-mini run, or: git diff | openclaw-mini run 'review this'"""
+    from .chat import read_run_message, run_once
 
     code = run_once(
-        message,
+        read_run_message(message),
         workspace=workspace,
         session=session or "main",
         model=model,
@@ -107,8 +172,12 @@ def init(
 
 @app.command()
 @handle_errors
-def doctor(workspace: WorkspaceOption = Path(".")) -> None:
-    """Check the API key, base URL, workspace files, skills and heartbeat config."""
+def doctor(
+    workspace: Annotated[
+        Path, typer.Option("--workspace", "-w", help="Workspace folder (AGENTS.md, skills/, memory/ ...).")
+    ] = Path("."),
+) -> None:
+    """Check the key and base URL (one small real request), workspace files, skills and heartbeat."""
     from .doctor import run_doctor
 
     raise typer.Exit(run_doctor(workspace))

@@ -9,7 +9,9 @@ import typer
 
 from .common import WorkspaceOption, fail, handle_errors
 
-__all__ = ["app"]
+__all__ = ["app", "preview"]
+
+_PREVIEW_BYTES = 64 * 1024
 
 app = typer.Typer(help="List, show and remove sessions.", no_args_is_help=True)
 
@@ -22,16 +24,45 @@ def _store(workspace: Path):  # type: ignore[no-untyped-def]
     return SessionStore(workspace.expanduser() / ".openclaw-mini", workspace=workspace)
 
 
+def preview(path: Path, width: int = 60) -> str:
+    """The first thing the user said in a transcript, on one line (read from the file's head only,
+    so listing many long sessions stays fast)."""
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_PREVIEW_BYTES)
+    except OSError:
+        return ""
+    for raw in head.splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or entry.get("type") != "message" or entry.get("role") != "user":
+            continue
+        if entry.get("hidden"):
+            continue
+        content = entry.get("content")
+        blocks = [content] if isinstance(content, str) else content if isinstance(content, list) else []
+        texts = [b if isinstance(b, str) else b.get("text", "") for b in blocks if isinstance(b, (str, dict))]
+        text = " ".join(" ".join(texts[-1:]).split()) if texts else ""
+        if text:
+            return text if len(text) <= width else text[: width - 1] + "…"
+    return ""
+
+
 @app.command("list")
 @handle_errors
 def list_sessions(workspace: WorkspaceOption = Path("."), agent_id: AgentOption = None) -> None:
-    """Sessions, newest first."""
+    """Sessions, newest first, with the first message of each."""
     infos = _store(workspace).list_sync(agent_id)
     if not infos:
         typer.echo("No sessions yet.")
         return
     for info in infos:
-        typer.echo(f"{info.key}\t{info.last_activity:%Y-%m-%d %H:%M}\t{info.size_bytes:,} bytes")
+        when = f"{info.last_activity:%Y-%m-%d %H:%M}"
+        typer.echo(f"{info.key}\t{when}\t{info.size_bytes:,} bytes\t{preview(info.path)}")
 
 
 @app.command()

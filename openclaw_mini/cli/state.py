@@ -269,7 +269,29 @@ def watch(
 
 
 def _missing_server_extra() -> NoReturn:
-    fail("the state server needs the optional 'server' extra: pip install 'openclaw-mini[server]'")
+    fail(
+        "the state server needs the optional 'server' extra: pip install 'openclaw-mini[server]' "
+        "(from a source checkout: pip install -e '.[server]')"
+    )
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """One sentence when `host:port` cannot be bound (checked before anything is printed or opened)."""
+    import errno
+    import socket
+
+    if port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use: stop what is there or pick another --port."
+            return f"cannot serve on {host}:{port}: {exc.strerror or exc}."
+    return None
 
 
 @app.command()
@@ -303,8 +325,6 @@ def serve(
     from ..state import AuthConfig, EmbeddedWorldState, StateError
     from ..state.server import serve as serve_state
 
-    if not workspace.is_dir():
-        fail(f"workspace {str(workspace)!r} is not a folder")
     auth_config = AuthConfig.for_workspace(workspace, admin_token=admin_token) if auth else None
     if admin_token and not auth:
         fail("--admin-token only makes sense with --auth")
@@ -316,6 +336,9 @@ def serve(
         finally:
             await store.aclose()
 
+    problem = _port_problem(host, port)
+    if problem is not None:
+        fail(problem)
     shown = f"[{host}]" if ":" in host else host
     mode = "auth on" if auth else "auth off"
     typer.echo(f"Serving the world state of {os.path.abspath(workspace)} on http://{shown}:{port} ({mode})")
@@ -325,5 +348,9 @@ def serve(
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+    except SystemExit as exc:  # uvicorn exits (code 3) when the bind fails after all (a race)
+        if exc.code in (0, None):
+            return
+        fail(_port_problem(host, port) or f"the state server on {host}:{port} could not start.")
     except KeyboardInterrupt:
         return
