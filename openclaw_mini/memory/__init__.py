@@ -47,6 +47,7 @@ from .models import (
     MemorySlice,
     MemoryWriteResult,
     ReindexStats,
+    ScoreParts,
     SyncStats,
 )
 from .store import MemoryStore
@@ -64,6 +65,7 @@ __all__ = [
     "MemoryStore",
     "MemoryWriteResult",
     "ReindexStats",
+    "ScoreParts",
     "SyncStats",
     "chunk_lines",
     "index_tokens",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import re
 import sqlite3
 import unicodedata
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, tzinfo
@@ -198,18 +196,6 @@ def _resolve_timezone(name: str | None) -> tzinfo | None:
         return ZoneInfo(str(name))
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {name!r} (use an IANA name like 'Europe/Berlin')") from None
-
-
-def _pack(vector: Sequence[float]) -> tuple[bytes, int]:
-    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-    values = array("f", (x / norm for x in vector))
-    return values.tobytes(), len(values)
-
-
-def _unpack(blob: bytes) -> array[float]:
-    values = array("f")
-    values.frombytes(blob)
-    return values
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
