@@ -11,6 +11,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 try:  # POSIX; on other systems appends are serialised per process only.
     import fcntl
@@ -22,7 +23,7 @@ from .text import is_memory_path
 
 __all__ = ["LineSlice", "discover", "locked_append", "read_line_slice", "resolve_memory_path"]
 
-_BLOCK = 1 << 20
+_BLOCK = 1 << 18
 
 
 def resolve_memory_path(workspace: Path, path: str | os.PathLike[str]) -> tuple[Path, str]:
@@ -108,7 +109,7 @@ class LineSlice:
 def read_line_slice(target: Path, rel: str, start: int, count: int | None, max_chars: int) -> LineSlice:
     """Lines `start`.. (1-based) of a file, at most `count` lines and at most `max_chars` characters.
 
-    Streams the file in pieces of at most 1 MiB (a longer line arrives in several): memory use is
+    Streams the file in pieces of at most 256 KiB (a longer line arrives in several): memory use is
     bounded by `max_chars`, whatever the size of the file or of one line. Counting the lines
     still takes one pass over the file.
     """
@@ -149,6 +150,9 @@ def read_line_slice(target: Path, rel: str, start: int, count: int | None, max_c
             line_open = not complete
             if current is None:
                 continue
+            room = (max_chars + 2 - current_len) * 4  # bytes enough for the characters still wanted
+            if len(piece) > room:
+                piece, complete = piece[:room], False
             try:
                 text = decoder.decode(piece, final=complete)
             except UnicodeDecodeError as exc:
@@ -160,7 +164,7 @@ def read_line_slice(target: Path, rel: str, start: int, count: int | None, max_c
             if complete:
                 finish(current)
                 current = None
-            elif current_len > max_chars + 1:
+            elif current_len > max_chars or not line_open:
                 finish(current)  # over the cap: recorded as truncated; the rest of the line is skipped
                 current = None
         if line_open and current is not None:
@@ -176,9 +180,8 @@ def read_line_slice(target: Path, rel: str, start: int, count: int | None, max_c
     return LineSlice(picked, total, truncated, "".join(whole) if whole is not None else None)
 
 
-def _count_newlines(handle: object, end: int) -> tuple[int, bytes]:
+def _count_newlines(handle: BinaryIO, end: int) -> tuple[int, bytes]:
     """Newlines in the first `end` bytes of an open binary file, and its last byte."""
-    assert hasattr(handle, "read") and hasattr(handle, "seek")
     handle.seek(0)
     count = 0
     last = b""
