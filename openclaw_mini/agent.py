@@ -152,10 +152,13 @@ class Agent:
         self.extras: dict[str, Any] = {"agent": self, "on_exec_complete": self._on_exec_complete}
         """Subsystem handles passed to tools through `ToolContext.extras`."""
         if self.config.enable_memory:
-            from .memory import MemoryStore
+            from .memory import MemoryStore, embedder_from_env
 
             # Opened lazily by the store itself; shared by the memory tools of every run.
-            self.extras["memory"] = MemoryStore(self.workspace, timezone=self.config.timezone)
+            # OPENCLAW_MINI_EMBEDDINGS=local|http turns on search by meaning (see README, Memory).
+            self.extras["memory"] = MemoryStore(
+                self.workspace, timezone=self.config.timezone, embedder=embedder_from_env()
+            )
         self._registry = ToolRegistry(self._builtin_tools())
         for item in tools:
             self._registry.add(item)

@@ -7,6 +7,7 @@ OpenClawMiniError
 ├── SessionKeyError (ValueError)       a session id or key that cannot name a transcript safely
 ├── SessionBusyError (TimeoutError)    another process holds a session's turn lock for too long
 ├── MemoryPathError (ValueError)       not a memory file of this workspace
+├── EmbeddingsError (RuntimeError)     a memory embedder is missing its extra/model or did not answer
 ├── ModelError                         the model call failed after retries (`status`, `retryable`)
 │   ├── ContextOverflowError           the prompt is too long: compact and retry
 │   └── ScriptError                    a `ScriptedModel` / fake server script ran out or was left over
@@ -34,6 +35,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ContextOverflowError",
+    "EmbeddingsError",
     "HeartbeatBusy",
     "MemoryPathError",
     "MissingAPIKeyError",
@@ -103,3 +105,7 @@ class ToolTimeout(ToolError, TimeoutError):
 
 class HeartbeatBusy(OpenClawMiniError):
     """Raise from `run_turn` or the callback when the target is busy: the wake layer retries later."""
+
+
+class EmbeddingsError(OpenClawMiniError, RuntimeError):
+    """A memory embedder could not be set up (extra or model missing) or its API did not answer."""

@@ -31,12 +31,27 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _open(workspace: Path) -> MemoryStore:
-    from ..memory import MemoryStore
+EmbeddingsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--embeddings",
+        help="Search by meaning too: local, http or off (default: $OPENCLAW_MINI_EMBEDDINGS, else off).",
+    ),
+]
+
+
+def _open(workspace: Path, embeddings: str | None = None) -> MemoryStore:
+    import os
+
+    from ..errors import EmbeddingsError
+    from ..memory import MemoryStore, embedder_from_env
 
     try:
-        return MemoryStore(workspace)
-    except (OSError, ValueError) as exc:
+        environ = dict(os.environ)
+        if embeddings is not None:
+            environ["OPENCLAW_MINI_EMBEDDINGS"] = embeddings
+        return MemoryStore(workspace, embedder=embedder_from_env(environ))
+    except (OSError, ValueError, EmbeddingsError) as exc:
         _fail(str(exc))
 
 
@@ -48,6 +63,7 @@ def search(
     explain: Annotated[
         bool, typer.Option("--explain", help="Show the parts of each score (BM25, coverage, recency, tags).")
     ] = False,
+    embeddings: EmbeddingsOption = None,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
     """Search the memory files, best match first."""
@@ -56,7 +72,7 @@ def search(
     from rich.console import Console
     from rich.markup import escape
 
-    with _open(workspace) as store:
+    with _open(workspace, embeddings) as store:
         try:
             hits = store.search(query, limit=limit, explain=explain)
         except (OSError, ValueError, sqlite3.Error) as exc:
@@ -114,7 +130,7 @@ def add(
     from rich.console import Console
     from rich.markup import escape
 
-    with _open(workspace) as store:
+    with _open(workspace, "off") as store:  # appending needs no embedder
         try:
             result = store.write(text, tags=tuple(tag or ()), long_term=long_term)
         except (OSError, ValueError) as exc:
@@ -127,14 +143,14 @@ def add(
 
 
 @app.command()
-def reindex(workspace: WorkspaceOption = Path(".")) -> None:
-    """Rebuild the memory search index from the files."""
+def reindex(embeddings: EmbeddingsOption = None, workspace: WorkspaceOption = Path(".")) -> None:
+    """Rebuild the memory search index from the files (and embed new entries when asked to)."""
     import sqlite3
 
     from rich.console import Console
     from rich.markup import escape
 
-    with _open(workspace) as store:
+    with _open(workspace, embeddings) as store:
         try:
             stats = store.reindex()
         except (OSError, ValueError, sqlite3.Error) as exc:

@@ -64,7 +64,8 @@ _SCHEMA = (
     f"CREATE VIRTUAL TABLE chunks_fts USING fts5(body, heading, tokenize = '{_FTS_TOKENIZE}')",
     "CREATE TABLE vectors (chunk_id INTEGER NOT NULL, model TEXT NOT NULL, vec BLOB NOT NULL, "
     "PRIMARY KEY (chunk_id, model))",
-    "CREATE TABLE embed_cache (key TEXT PRIMARY KEY, vec BLOB NOT NULL)",
+    # Kept across rebuilds: vectors are keyed by model and text hash, so a rebuild embeds nothing twice.
+    "CREATE TABLE IF NOT EXISTS embed_cache (key TEXT PRIMARY KEY, vec BLOB NOT NULL)",
 )
 _BOM = b"\xef\xbb\xbf"
 
@@ -186,8 +187,8 @@ class MemoryIndex:
         conn.execute("SELECT count(*) FROM files").fetchone()
 
     def reset_schema(self, conn: sqlite3.Connection) -> None:
-        """Drop every table and create empty ones (inside the caller's transaction)."""
-        for table in ("chunks_fts", "vectors", "chunks", "files", "embed_cache", "meta"):
+        """Drop the tables and create empty ones, except the embedding cache (caller's transaction)."""
+        for table in ("chunks_fts", "vectors", "chunks", "files", "meta"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
         for statement in _SCHEMA:
             conn.execute(statement)
