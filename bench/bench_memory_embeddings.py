@@ -184,15 +184,17 @@ def run() -> list[tuple[str, str, str]]:
         root = Path(folder)
         targets = generate_notes(root)
         with MemoryStore(root, timezone="UTC", clock=lambda: NOW, embedder=embedder) as store:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             built = store.reindex()
-            build = time.perf_counter() - started
+            build, build_cpu = time.perf_counter() - started, time.process_time() - cpu
             top3 = first = 0
             timings: list[float] = []
+            cpu_timings: list[float] = []
             for (_fact, query), (path, line) in zip(PAIRS, targets, strict=True):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 hits = store.search(query, limit=6)
                 timings.append((time.perf_counter() - started) * 1000)
+                cpu_timings.append((time.process_time() - cpu) * 1000)
                 cited = [hit.path == path and hit.start_line <= line <= hit.end_line for hit in hits]
                 top3 += any(cited[:3])
                 first += bool(cited) and cited[0]
@@ -205,6 +207,7 @@ def run() -> list[tuple[str, str, str]]:
                 hits = plain.search(query, limit=6)
                 keyword_top3 += any(h.path == path and h.start_line <= line <= h.end_line for h in hits[:3])
     timings.sort()
+    cpu_timings.sort()
     n = len(PAIRS)
     return [
         (
@@ -214,13 +217,13 @@ def run() -> list[tuple[str, str, str]]:
         ),
         (
             "memory embeddings: cost per indexed entry (first build)",
-            f"{build / built.chunks * 1000:.2f} ms ({build:.1f} s for {built.chunks:,} entries)",
+            f"{build_cpu / built.chunks * 1000:.2f} ms CPU ({build:.0f} s wall for {built.chunks:,} entries)",
             "-",
         ),
         ("memory embeddings: rebuild with cached vectors", f"{rebuilt:.2f} s", "-"),
         (
-            "memory embeddings: query p50 / max (embed query + scan + keywords)",
-            f"{timings[n // 2]:.1f} ms / {timings[-1]:.1f} ms",
+            "memory embeddings: query p50 wall / CPU (embed query + scan + keywords)",
+            f"{timings[n // 2]:.1f} ms / {cpu_timings[n // 2]:.1f} ms",
             "-",
         ),
     ]

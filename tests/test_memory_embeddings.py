@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pytest
 
 from openclaw_mini.errors import EmbeddingsError, OpenClawMiniError
-from openclaw_mini.memory import HttpEmbedder, LocalEmbedder, MemoryStore, embedder_from_env
+from openclaw_mini.memory import HttpEmbedder, LocalEmbedder, MemoryConfig, MemoryStore, embedder_from_env
 from openclaw_mini.memory.embeddings import find_local_model
 
 NOW = datetime(2025, 3, 10, 9, 30, tzinfo=UTC)
@@ -221,3 +221,36 @@ def test_cli_search_with_http_embeddings_from_the_environment(
     assert "No memory matched." in plain.output  # keywords alone do not know the synonym
     bad = runner.invoke(app, ["search", "x", "--embeddings", "magic", "-w", str(workspace)])
     assert bad.exit_code == 2 and "local, http or off" in bad.output
+
+
+class _FixedCosines:
+    """Unit vectors whose cosine to the query is written in the text: `... cos=0.40`."""
+
+    name = "fixed-cosines-v1"
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        vectors = []
+        for text in texts:
+            found = re.search(r"cos=([0-9.]+)", text)
+            c = float(found.group(1)) if found else 1.0  # the query itself
+            vectors.append([c, (1 - c * c) ** 0.5])
+        return vectors
+
+
+def test_a_slightly_nearer_older_note_beats_a_band_of_recent_ones(workspace: Path) -> None:
+    """Sentence encoders put most notes in a narrow cosine band; stretched against the band's
+    floor, the nearest note wins over newer notes that are only a little less near."""
+    folder = workspace / "memory"
+    folder.mkdir()
+    today = "".join(f"- 09:{n:02d} recent note cos={0.30 + n * 0.003:.3f}\n" for n in range(20))
+    (folder / "2025-03-10.md").write_text("# 2025-03-10\n\n" + today, encoding="utf-8")
+    (folder / "2025-02-08.md").write_text(
+        "# 2025-02-08\n\n- 10:00 the old answer cos=0.400\n", encoding="utf-8"
+    )
+    for path in folder.iterdir():
+        os.utime(path, (time.time() - 3600,) * 2)
+    config = MemoryConfig(candidates=10)
+    with MemoryStore(workspace, clock=lambda: NOW, embedder=_FixedCosines(), config=config) as store:
+        hits = store.search("query", limit=1, explain=True)
+    assert hits[0].snippet == "- 10:00 the old answer cos=0.400"
+    assert hits[0].parts is not None and abs(hits[0].parts.cosine - 0.4) < 1e-3

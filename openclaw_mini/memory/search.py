@@ -60,8 +60,11 @@ def run_search(
                 rows = _fts(conn, " OR ".join(t.fts for t in present), wanted)
                 _coverage(conn, rows, present, len(terms))
                 candidates = {cand.chunk_id: cand for cand in rows}
+    cos_floor = 0.0
     if vectors is not None and query.strip():
         similar = vectors.nearest(conn, query, wanted)
+        if len(similar) >= wanted:
+            cos_floor = max(0.0, min(similar.values()))
         missing = [chunk_id for chunk_id in similar if chunk_id not in candidates]
         for cand in _rows_by_id(conn, missing):
             candidates[cand.chunk_id] = cand
@@ -70,7 +73,8 @@ def run_search(
                 candidates[chunk_id].cosine = max(0.0, cosine)
     if not candidates:
         return []
-    return _rank(conn, config, list(candidates.values()), terms, limit, min_score, today, vectors, explain)
+    found = list(candidates.values())
+    return _rank(conn, config, found, terms, limit, min_score, today, vectors, cos_floor, explain)
 
 
 def _fts(conn: sqlite3.Connection, expression: str, wanted: int) -> list[_Candidate]:
@@ -125,16 +129,24 @@ def _rank(
     min_score: float,
     today: date,
     vectors: VectorSearch | None,
+    cos_floor: float,
     explain: bool,
 ) -> list[MemoryHit]:
     best = max((cand.bm25 for cand in candidates), default=0.0)
     raw_terms = {term.raw for term in terms}
+    # Cosine is stretched per query: a sentence encoder puts related and unrelated notes within a
+    # narrow band (0.2-0.5), where recency would otherwise decide. `floor` is the cosine of the
+    # last of the `wanted` nearest entries (0 when the index holds fewer): the best entry keeps
+    # its cosine, the floor maps to 0, linear in between. With floor 0 this is the plain cosine.
+    top_cos = max((cand.cosine for cand in candidates), default=0.0)
+    floor_cos = cos_floor if 0.0 < cos_floor < top_cos else 0.0
     scored: list[tuple[float, int, _Candidate, ScoreParts]] = []
     for cand in candidates:
         strength = cand.bm25 / best if best > 0 else 1.0
         keyword = cand.coverage * (0.6 + 0.4 * strength) if cand.coverage else 0.0
         if vectors is not None:
-            relevance = cfg.vector_weight * cand.cosine + (1 - cfg.vector_weight) * keyword
+            vector = top_cos * max(0.0, cand.cosine - floor_cos) / (top_cos - floor_cos) if top_cos else 0.0
+            relevance = cfg.vector_weight * vector + (1 - cfg.vector_weight) * keyword
         else:
             relevance = keyword
         if relevance <= 0.0:
