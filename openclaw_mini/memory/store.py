@@ -129,7 +129,7 @@ class MemoryStore:
         start = from_line or 1
         cap = self.config.max_read_chars if max_chars is None else max_chars
         piece = read_line_slice(target, rel, start, lines, cap)
-        if piece.truncated:
+        if piece.truncated and max_chars is None:  # a caller's own cap is reported by `truncated` alone
             self._warn(
                 f"memory file {rel} is larger than the {cap:,}-character read limit; "
                 f"read it in parts with from_line and lines"
