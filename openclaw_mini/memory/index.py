@@ -468,8 +468,8 @@ def _replace_entries(conn: sqlite3.Connection, file_id: int, from_line: int, ent
         (file_id, from_line),
     ):
         old.setdefault((digest, heading), []).append((chunk_id, start, end, entry_line))
-    inserted = 0
     moved: list[tuple[int, int, int, int]] = []
+    fresh: list[tuple[Entry, str]] = []
     for entry in entries:
         digest = _digest(entry.text)
         reusable = old.get((digest, entry.heading))
@@ -477,26 +477,42 @@ def _replace_entries(conn: sqlite3.Connection, file_id: int, from_line: int, ent
             chunk_id, start, end, entry_line = reusable.pop()
             if (start, end, entry_line) != (entry.start_line, entry.end_line, entry.entry_line):
                 moved.append((entry.start_line, entry.end_line, entry.entry_line, chunk_id))
-            continue
-        cursor = conn.execute(
-            "INSERT INTO chunks (file_id, start_line, end_line, entry_line, heading, text, tags, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                file_id,
-                entry.start_line,
-                entry.end_line,
-                entry.entry_line,
-                entry.heading,
-                entry.text,
-                " ".join(_tags_of(entry.text)),
-                digest,
-            ),
+        else:
+            fresh.append((entry, digest))
+    if fresh:
+        # Ids are handed out here (the write lock is held) so both tables fill with executemany.
+        first_id = int(conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0])
+        headings: dict[str, str] = {}
+        conn.executemany(
+            "INSERT INTO chunks (id, file_id, start_line, end_line, entry_line, heading, text, tags, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    first_id + n,
+                    file_id,
+                    entry.start_line,
+                    entry.end_line,
+                    entry.entry_line,
+                    entry.heading,
+                    entry.text,
+                    " ".join(_tags_of(entry.text)) if "#" in entry.text else "",
+                    digest,
+                )
+                for n, (entry, digest) in enumerate(fresh)
+            ],
         )
-        conn.execute(
+        conn.executemany(
             "INSERT INTO chunks_fts (rowid, body, heading) VALUES (?, ?, ?)",
-            (cursor.lastrowid, index_tokens(entry.text), index_tokens(entry.heading)),
+            [
+                (
+                    first_id + n,
+                    index_tokens(entry.text),
+                    headings.get(entry.heading)
+                    or headings.setdefault(entry.heading, index_tokens(entry.heading)),
+                )
+                for n, (entry, _) in enumerate(fresh)
+            ],
         )
-        inserted += 1
     if moved:
         conn.executemany("UPDATE chunks SET start_line = ?, end_line = ?, entry_line = ? WHERE id = ?", moved)
     stale = [(row[0],) for rows in old.values() for row in rows]
@@ -504,7 +520,7 @@ def _replace_entries(conn: sqlite3.Connection, file_id: int, from_line: int, ent
         conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", stale)
         conn.executemany("DELETE FROM vectors WHERE chunk_id = ?", stale)
         conn.executemany("DELETE FROM chunks WHERE id = ?", stale)
-    return inserted
+    return len(fresh)
 
 
 def _drop_chunks(conn: sqlite3.Connection, file_id: int, from_line: int) -> None:

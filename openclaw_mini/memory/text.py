@@ -47,6 +47,10 @@ def _cjk_tokens(run: str) -> list[str]:
 
 def index_tokens(text: str) -> str:
     """The text as the FTS table sees it: words as they are, CJK runs as bigrams (+ last char)."""
+    if text.isascii():
+        # No CJK, and NFKC changes nothing: FTS5's unicode61 splits on the same characters
+        # (anything but letters and digits) that the regex would, so the text goes in as it is.
+        return text
     out: list[str] = []
     for match in _TOKEN_RE.finditer(unicodedata.normalize("NFKC", text)):
         cjk = match.group("cjk")
