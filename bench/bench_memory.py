@@ -1,4 +1,4 @@
-"""Memory search: the FTS5 index against the original's linear keyword scan.
+"""Memory search: the FTS5 index against the original's linear keyword scan, and planted-target relevance.
 
 Corpus: 50,000 lines in 200 daily files, generated from `random.Random(SEED)` (about a quarter of
 the lines Chinese, a third tagged). Queries: 200 drawn from the same vocabulary (one to three words,
@@ -6,6 +6,12 @@ some Chinese, some tags, some with a word that occurs nowhere, which exercises t
 
 The baseline re-implements the TypeScript original's approach in Python: read every file on every
 query, score each line as matching terms + 0.5 per matching tag + 0.3 x recency, keep the top 6.
+
+Planted targets (`generate_planted`): 10,000 or 100,000 bullets (today's file holds 3,600 of them,
+like a busy day), 20 queries of three words each; for each query exactly one bullet, in an older
+file, holds all three words. Distractors make that hard for a ranker of large chunks: bullets
+with two of the three words (repeated, some as tags, many in today's file) and runs of three
+neighbouring bullets holding one word each.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +32,7 @@ if __package__ in (None, ""):
 
 from openclaw_mini.memory import MemoryStore
 
-__all__ = ["SEED", "baseline_search", "generate_corpus", "make_queries", "run"]
+__all__ = ["SEED", "baseline_search", "generate_corpus", "generate_planted", "make_queries", "run"]
 
 SEED = 20240601
 FILES = 200
@@ -144,6 +152,138 @@ def baseline_search(root: Path, query: str, today: date, limit: int = 6) -> list
     return results[:limit]
 
 
+PLANTED_QUERIES = 20
+TODAY_BULLETS = 3_600
+
+
+@dataclass(frozen=True)
+class Planted:
+    query: str
+    path: str
+    line: int
+
+
+def _bullet(rng: random.Random, words: list[str]) -> str:
+    minute = rng.randrange(24 * 60)
+    return f"- {minute // 60:02d}:{minute % 60:02d} {' '.join(words)}"
+
+
+def generate_planted(root: Path, entries: int, seed: int = SEED) -> list[Planted]:
+    """Write `entries` bullets under `root/memory` with 20 planted targets; returns the targets."""
+    rng = random.Random(seed * 7 + entries)
+    vocabulary = _vocabulary(rng)
+    rng.shuffle(vocabulary)
+    cumulative = _zipf_weights(len(vocabulary))
+    pool = vocabulary[150:1500]
+    rng.shuffle(pool)
+    triples = [pool[3 * i : 3 * i + 3] for i in range(PLANTED_QUERIES)]
+    owner = {word: index for index, triple in enumerate(triples) for word in triple}
+    today = NOW.date()
+    per_day = 200 if entries <= 20_000 else 1_000
+    older = entries - TODAY_BULLETS
+    days = [today - timedelta(days=offset) for offset in range(1, -(-older // per_day) + 1)]
+    files: dict[date, list[str]] = {today: []}
+    for day in days:
+        files[day] = []
+
+    def random_words(avoid: Sequence[str] = ()) -> list[str]:
+        """5-14 Zipf-drawn words that never hold all three words of a query (nor any of `avoid`)."""
+        while True:
+            words = rng.choices(vocabulary, cum_weights=cumulative, k=rng.randint(5, 14))
+            words = [word for word in words if word not in avoid] or [vocabulary[0]]
+            counts: dict[int, set[str]] = {}
+            for word in words:
+                if word in owner:
+                    counts.setdefault(owner[word], set()).add(word)
+            if all(len(found) < 3 for found in counts.values()):
+                return words
+
+    budget = {today: TODAY_BULLETS, **{day: per_day for day in days}}
+    budget[days[-1]] = older - per_day * (len(days) - 1)
+    distractors: list[tuple[date, list[str]]] = []
+    for triple in triples:
+        for n in range(24):  # two of the three words, repeated; a third of them in today's file
+            pair = [triple[n % 3], triple[(n + 1) % 3]]
+            words = [*random_words(triple)[:6], *pair, *pair]
+            if n % 4 == 0:
+                words.append(f"#{pair[0]}")
+            distractors.append((today if n % 3 == 0 else rng.choice(days), words))
+    spread: list[tuple[date, list[list[str]]]] = []
+    for triple in triples:
+        for n in range(6):  # three neighbouring bullets, one query word each (twice)
+            run = [[*random_words(triple)[:5], word, word] for word in triple]
+            spread.append((today if n % 2 == 0 else rng.choice(days), run))
+    for day, count in budget.items():
+        files[day] = [_bullet(rng, random_words()) for _ in range(count)]
+    for day, words in distractors:
+        rng.shuffle(words)
+        files[day][rng.randrange(len(files[day]))] = _bullet(rng, words)
+    for day, run in spread:
+        at = rng.randrange(len(files[day]) - 3)
+        for offset, words in enumerate(run):
+            files[day][at + offset] = _bullet(rng, words)
+    targets: list[tuple[int, date, int]] = []
+    for index, triple in enumerate(triples):
+        day = rng.choice(days[len(days) // 3 :])  # an older note: recency does not help it
+        words = [*random_words(triple)[:8], *triple]
+        rng.shuffle(words)
+        position = rng.randrange(len(files[day]))
+        files[day][position] = _bullet(rng, words)
+        targets.append((index, day, position))
+    folder = root / "memory"
+    folder.mkdir(parents=True, exist_ok=True)
+    for day, bullets in files.items():
+        path = folder / f"{day.isoformat()}.md"
+        path.write_text(f"# {day.isoformat()}\n\n" + "\n".join(bullets) + "\n", encoding="utf-8")
+        written = datetime(day.year, day.month, day.day, 23, 0, tzinfo=UTC).timestamp()
+        os.utime(path, (written, written))
+    return [
+        Planted(" ".join(triples[index]), f"memory/{day.isoformat()}.md", position + 3)
+        for index, day, position in targets
+    ]
+
+
+def planted_run(entries: int, rounds: int = 5) -> dict[str, float]:
+    """Build, then rank the 20 planted queries; and time a search right after a write."""
+    with tempfile.TemporaryDirectory(prefix="bench-memory-planted-") as folder:
+        root = Path(folder)
+        targets = generate_planted(root, entries)
+        with MemoryStore(root, timezone="UTC", clock=lambda: NOW) as store:
+            started = time.perf_counter()
+            built = store.reindex()
+            build = time.perf_counter() - started
+            top3 = first = 0
+            for target in targets:
+                hits = store.search(target.query, limit=6)
+                cited = [
+                    hit.path == target.path and hit.start_line <= target.line <= hit.end_line for hit in hits
+                ]
+                top3 += any(cited[:3])
+                first += bool(cited) and cited[0]
+            timings: list[float] = []
+            for _ in range(rounds):
+                for target in targets:
+                    started = time.perf_counter()
+                    store.search(target.query, limit=6)
+                    timings.append((time.perf_counter() - started) * 1000)
+            after_write: list[float] = []
+            for n in range(10):
+                store.write(f"fresh planted note number {n} zorblax{n}", tags=("bench",))
+                started = time.perf_counter()
+                found = store.search(f"zorblax{n}")
+                after_write.append((time.perf_counter() - started) * 1000)
+                assert found and f"zorblax{n}" in found[0].snippet
+    return {
+        "build": build,
+        "chunks": built.chunks,
+        "top3": top3,
+        "first": first,
+        "p50": _percentile(timings, 0.5),
+        "p95": _percentile(timings, 0.95),
+        "after_write": _percentile(after_write, 0.5),
+    }
+
+
 def _percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -183,6 +323,7 @@ def run() -> list[tuple[str, str, str]]:
             baseline.append((time.perf_counter() - started) * 1000)
         same = [timings[index] for index in sample]
 
+    small, large = planted_run(10_000), planted_run(100_000)
     p50, p95 = _percentile(timings, 0.5), _percentile(timings, 0.95)
     base50, base95 = _percentile(baseline, 0.5), _percentile(baseline, 0.95)
     same50, same95 = _percentile(same, 0.5), _percentile(same, 0.95)
@@ -208,6 +349,35 @@ def run() -> list[tuple[str, str, str]]:
             "memory: mean query (FTS5 / baseline)",
             f"{statistics.fmean(same):.2f} ms / {statistics.fmean(baseline):.1f} ms",
             "-",
+        ),
+        *_planted_rows("10k", small),
+        *_planted_rows("100k", large),
+    ]
+
+
+def _planted_rows(label: str, result: dict[str, float]) -> list[tuple[str, str, str]]:
+    n = PLANTED_QUERIES
+    big = label == "100k"
+    return [
+        (
+            f"memory planted {label}: target in top 3 / ranked first",
+            f"{result['top3']:.0f}/{n} / {result['first']:.0f}/{n}",
+            f">= 19/{n} / >= 18/{n}",
+        ),
+        (
+            f"memory planted {label}: query p50 / p95 (incl. sync)",
+            f"{result['p50']:.2f} ms / {result['p95']:.2f} ms",
+            "<= 2 ms / <= 5 ms" if big else "-",
+        ),
+        (
+            f"memory planted {label}: first index build",
+            f"{result['build']:.2f} s ({result['chunks']:,.0f} entries)",
+            "<= 3 s" if big else "-",
+        ),
+        (
+            f"memory planted {label}: search right after a write (p50 of 10)",
+            f"{result['after_write']:.2f} ms",
+            "-" if big else "<= 5 ms",
         ),
     ]
 

@@ -8,6 +8,7 @@ OpenClawMiniError
 ├── SessionBusyError (TimeoutError)    another process holds a session's turn lock for too long
 ├── MemoryPathError (ValueError)       not a memory file of this workspace
 ├── PathEscapeError (PermissionError)  a path leaves its root directory (tools.safe_fs)
+├── EmbeddingsError (RuntimeError)     a memory embedder is missing its extra/model or did not answer
 ├── ModelError                         the model call failed after retries (`status`, `retryable`)
 │   ├── ContextOverflowError           the prompt is too long: compact and retry
 │   └── ScriptError                    a `ScriptedModel` / fake server script ran out or was left over
@@ -35,6 +36,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ContextOverflowError",
+    "EmbeddingsError",
     "HeartbeatBusy",
     "MemoryPathError",
     "MissingAPIKeyError",
@@ -115,3 +117,7 @@ class PathEscapeError(OpenClawMiniError, PermissionError):
     def __init__(self, message: str, *, via_symlink: bool = False) -> None:
         super().__init__(message)
         self.via_symlink = via_symlink
+
+
+class EmbeddingsError(OpenClawMiniError, RuntimeError):
+    """A memory embedder could not be set up (extra or model missing) or its API did not answer."""

@@ -56,9 +56,10 @@ class AgentServices:
 
         memory = state = None
         if config.enable_memory:
-            from .memory import MemoryStore
+            from .memory import MemoryStore, embedder_from_env
 
-            memory = MemoryStore(config.workspace_dir, timezone=config.timezone)  # opened lazily
+            # Opened lazily; OPENCLAW_MINI_EMBEDDINGS=local|http adds search by meaning.
+            memory = MemoryStore(config.workspace_dir, timezone=config.timezone, embedder=embedder_from_env())
         if config.enable_state:
             from .state import open_world_state
 

@@ -410,7 +410,8 @@ def test_index_from_another_format_version_is_rebuilt(workspace: Path) -> None:
 
 
 def test_changed_chunk_size_rebuilds_the_index(workspace: Path) -> None:
-    note(workspace, "memory/2025-03-09.md", "\n".join(f"- line {n} " + "word " * 30 for n in range(60)))
+    # one long prose paragraph: an entry longer than chunk_chars is cut into chunks
+    note(workspace, "memory/2025-03-09.md", "\n".join(f"line {n} " + "word " * 30 for n in range(60)))
     with MemoryStore(workspace, clock=fixed_clock) as first:
         assert first.stats()["chunks"] > 1
         big = first.stats()["chunks"]

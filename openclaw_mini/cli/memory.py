@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from ..memory import MemoryStore
+    from ..memory import MemoryStore, ScoreParts
 
 __all__ = ["app"]
 
@@ -31,13 +31,29 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _open(workspace: Path) -> MemoryStore:
-    from ..memory import MemoryStore
+EmbeddingsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--embeddings",
+        help="Search by meaning too: local, http or off (default: $OPENCLAW_MINI_EMBEDDINGS, else off).",
+    ),
+]
+
+
+def _open(workspace: Path, embeddings: str | None = None) -> MemoryStore:
+    import os
+
+    from ..errors import EmbeddingsError
+    from ..memory import MemoryStore, embedder_from_env
     from .config import command_settings
 
     try:  # the config file's timezone names the daily notes, as in the agent
-        return MemoryStore(workspace, timezone=command_settings(workspace).config.timezone)
-    except (OSError, ValueError) as exc:
+        environ = dict(os.environ)
+        if embeddings is not None:
+            environ["OPENCLAW_MINI_EMBEDDINGS"] = embeddings
+        timezone = command_settings(workspace).config.timezone
+        return MemoryStore(workspace, timezone=timezone, embedder=embedder_from_env(environ))
+    except (OSError, ValueError, EmbeddingsError) as exc:
         _fail(str(exc))
 
 
@@ -46,6 +62,10 @@ def search(
     query: Annotated[str, typer.Argument(help="Words to look for; #tag matches tags.")],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100, help="How many results.")] = 6,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the parts of each score (BM25, coverage, recency, tags).")
+    ] = False,
+    embeddings: EmbeddingsOption = None,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
     """Search the memory files, best match first."""
@@ -54,9 +74,9 @@ def search(
     from rich.console import Console
     from rich.markup import escape
 
-    with _open(workspace) as store:
+    with _open(workspace, embeddings) as store:
         try:
-            hits = store.search(query, limit=limit)
+            hits = store.search(query, limit=limit, explain=explain)
         except (OSError, ValueError, sqlite3.Error) as exc:
             _fail(f"memory search failed: {exc}")
         warnings = list(store.warnings)
@@ -67,7 +87,11 @@ def search(
     if as_json:
         from dataclasses import asdict
 
-        typer.echo(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
+        rows = [asdict(hit) for hit in hits]
+        if not explain:
+            for row in rows:
+                row.pop("parts", None)
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     if not hits:
         console.print("No memory matched.")
@@ -75,8 +99,24 @@ def search(
     for hit in hits:
         where = f"[bold]{escape(hit.path)}[/bold]:{hit.start_line}-{hit.end_line}"
         console.print(f"{where}  [dim]score {hit.score:.2f}[/dim]", soft_wrap=True)
+        if hit.parts is not None:
+            console.print(f"[dim]{escape(_explain(hit.parts))}[/dim]", highlight=False, soft_wrap=True)
         console.print(escape(hit.snippet), highlight=False, soft_wrap=True)
         console.print()
+
+
+def _explain(parts: ScoreParts) -> str:
+    """One line saying how a score was made (the formula is in `openclaw_mini.memory`'s docstring)."""
+    words = [
+        f"keyword {parts.keyword:.3f} = coverage {parts.coverage:.2f} x (0.6 + 0.4 x bm25 "
+        f"{parts.bm25:.2f}/best = {parts.bm25_norm:.2f})",
+    ]
+    if parts.cosine or parts.relevance != parts.keyword:
+        words.append(f"cosine {parts.cosine:.3f}")
+    words.append(f"relevance {parts.relevance:.3f}")
+    words.append(f"recency {parts.recency:.3f}")
+    words.append(f"tags {parts.tags:.2f}")
+    return "  ".join(words)
 
 
 @app.command()
@@ -92,7 +132,7 @@ def add(
     from rich.console import Console
     from rich.markup import escape
 
-    with _open(workspace) as store:
+    with _open(workspace, "off") as store:  # appending needs no embedder
         try:
             result = store.write(text, tags=tuple(tag or ()), long_term=long_term)
         except (OSError, ValueError) as exc:
@@ -105,14 +145,14 @@ def add(
 
 
 @app.command()
-def reindex(workspace: WorkspaceOption = Path(".")) -> None:
-    """Rebuild the memory search index from the files."""
+def reindex(embeddings: EmbeddingsOption = None, workspace: WorkspaceOption = Path(".")) -> None:
+    """Rebuild the memory search index from the files (and embed new entries when asked to)."""
     import sqlite3
 
     from rich.console import Console
     from rich.markup import escape
 
-    with _open(workspace) as store:
+    with _open(workspace, embeddings) as store:
         try:
             stats = store.reindex()
         except (OSError, ValueError, sqlite3.Error) as exc:

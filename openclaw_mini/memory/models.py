@@ -22,10 +22,11 @@ __all__ = [
     "MemorySlice",
     "MemoryWriteResult",
     "ReindexStats",
+    "ScoreParts",
     "SyncStats",
 ]
 
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2
 TOKENIZER = "cjk-bigram+porter-unicode61"
 
 MEMORY_PROMPT_GUIDANCE = """\
@@ -62,6 +63,7 @@ class MemoryConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     chunk_chars: int = Field(default=1_600, ge=200)
+    """An entry longer than this is cut into chunks of at most this many characters."""
     chunk_overlap: int = Field(default=320, ge=0)
     snippet_chars: int = Field(default=700, ge=80)
     default_limit: int = Field(default=6, ge=1, le=100)
@@ -72,6 +74,12 @@ class MemoryConfig(BaseModel):
     """Share of cosine similarity in relevance when an embedder is set (the rest is keyword)."""
     candidates: int = Field(default=60, ge=1)
     """Keyword (and vector) candidates re-scored per search, at least 10 x the limit."""
+    heading_weight: float = Field(default=0.3, ge=0, le=10)
+    """BM25 weight of the heading an entry sits under, relative to the entry's own text (1.0)."""
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Memory files larger than this are not indexed (a warning names them); `get` still reads them."""
+    max_read_chars: int = Field(default=1_000_000, ge=1_000)
+    """`get`/`read_lines` return at most this many characters (`MemorySlice.truncated` says so)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +92,27 @@ class MemoryHit:
     end_line: int
     score: float
     snippet: str
+    parts: ScoreParts | None = None
+    """How the score was made; filled when `search(..., explain=True)`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreParts:
+    """The parts of one hit's score (see the package docstring for the formula)."""
+
+    bm25: float
+    """FTS5 BM25 of the entry (higher is better; 0 for a hit found by meaning only)."""
+    bm25_norm: float
+    """`bm25` divided by the best BM25 among this query's candidates."""
+    coverage: float
+    """Share of the query's terms the entry contains."""
+    keyword: float
+    cosine: float
+    """Cosine similarity to the query (0 without an embedder)."""
+    relevance: float
+    recency: float
+    tags: float
+    """Share of the query's words that are tags of the entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +124,8 @@ class MemorySlice:
     to_line: int
     total_lines: int
     text: str
+    truncated: bool = False
+    """True when the read stopped at `MemoryConfig.max_read_chars` (continue at `to_line + 1`)."""
 
 
 class MemoryEntry(BaseModel):
@@ -159,3 +190,4 @@ class IndexMeta(BaseModel):
     tokenizer: str = TOKENIZER
     chunk_chars: int
     chunk_overlap: int
+    heading_weight: float

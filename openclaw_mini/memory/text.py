@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import re
 import sqlite3
 import unicodedata
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, tzinfo
@@ -49,6 +47,10 @@ def _cjk_tokens(run: str) -> list[str]:
 
 def index_tokens(text: str) -> str:
     """The text as the FTS table sees it: words as they are, CJK runs as bigrams (+ last char)."""
+    if text.isascii():
+        # No CJK, and NFKC changes nothing: FTS5's unicode61 splits on the same characters
+        # (anything but letters and digits) that the regex would, so the text goes in as it is.
+        return text
     out: list[str] = []
     for match in _TOKEN_RE.finditer(unicodedata.normalize("NFKC", text)):
         cjk = match.group("cjk")
@@ -198,18 +200,6 @@ def _resolve_timezone(name: str | None) -> tzinfo | None:
         return ZoneInfo(str(name))
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {name!r} (use an IANA name like 'Europe/Berlin')") from None
-
-
-def _pack(vector: Sequence[float]) -> tuple[bytes, int]:
-    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-    values = array("f", (x / norm for x in vector))
-    return values.tobytes(), len(values)
-
-
-def _unpack(blob: bytes) -> array[float]:
-    values = array("f")
-    values.frombytes(blob)
-    return values
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:

@@ -25,7 +25,6 @@ import functools
 import json
 import logging
 import sqlite3
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._sqlite import open_wal, write_transaction
 from .base import EventInput, Subscription, WorldState, normalise_patterns
 from .errors import (
     BatchTooLargeError,
@@ -362,50 +362,26 @@ class EmbeddedWorldState(WorldState):
         if self._conn is not None:
             return self._conn
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Two processes opening a brand-new database race to switch it to WAL; SQLite answers the
-        # loser "database is locked" at once (the busy handler does not cover that switch).
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.01
-        while True:
-            try:
-                self._conn = self._open()
-                return self._conn
-            except StateError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StateError(
-                    f"{self.path} holds world state schema v{version}; this openclaw-mini reads up to "
-                    f"v{SCHEMA_VERSION} (upgrade openclaw-mini)"
-                )
-            if version < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+            self._conn = open_wal(self.path, busy_timeout=self.busy_timeout, prepare=self._prepare)
         except sqlite3.DatabaseError as exc:
-            conn.close()
             raise StateError(f"{self.path} is not a usable world state database: {exc}") from None
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return self._conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Check the schema version of a new connection; create the schema in a new file."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path} holds world state schema v{version}; this openclaw-mini reads up to "
+                f"v{SCHEMA_VERSION} (upgrade openclaw-mini)"
+            )
+        if version < SCHEMA_VERSION:
+            with write_transaction(conn):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._db()

@@ -114,23 +114,20 @@ async def memory_get(
     """
     store = memory_store(ctx)
     try:
-        piece = await asyncio.to_thread(store.read_lines, path, from_line, lines)
+        piece = await asyncio.to_thread(store.read_lines, path, from_line, lines, MEMORY_GET_MAX_CHARS)
     except MemoryPathError as exc:
         raise ToolError(f"memory_get refused: {exc}") from None
     except FileNotFoundError as exc:
         raise ToolError(f"memory_get: {exc}") from None
     except (OSError, ValueError) as exc:
         raise ToolError(f"memory_get failed: {exc}") from None
-    text, to_line = piece.text, piece.to_line
     reply: dict[str, Any] = {"path": piece.path, "from_line": piece.from_line}
-    if len(text) > MEMORY_GET_MAX_CHARS:
-        cut = text.rfind("\n", 0, MEMORY_GET_MAX_CHARS)
-        text = text[: cut if cut > 0 else MEMORY_GET_MAX_CHARS]
-        to_line = piece.from_line + text.count("\n")
+    if piece.truncated:
+        # The store reads at most this much (a huge file is streamed, never loaded whole).
         reply["truncated"] = (
-            f"output capped at {MEMORY_GET_MAX_CHARS} characters; continue with from_line={to_line + 1}"
+            f"output capped at {MEMORY_GET_MAX_CHARS} characters; continue with from_line={piece.to_line + 1}"
         )
-    reply.update({"to_line": to_line, "total_lines": piece.total_lines, "text": text})
+    reply.update({"to_line": piece.to_line, "total_lines": piece.total_lines, "text": piece.text})
     return _dump(reply)
 
 
