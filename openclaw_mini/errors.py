@@ -34,17 +34,24 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ContextOverflowError",
+    "FleetError",
+    "FleetUnavailable",
     "HeartbeatBusy",
+    "InvalidMessage",
     "MemoryPathError",
+    "MessageNotFound",
     "MissingAPIKeyError",
     "ModelError",
     "OpenClawMiniError",
     "ScriptError",
     "SessionBusyError",
     "SessionKeyError",
+    "StaleLease",
+    "StoreConflict",
     "ToolError",
     "ToolRefused",
     "ToolTimeout",
+    "UnknownAgent",
 ]
 
 
@@ -103,3 +110,35 @@ class ToolTimeout(ToolError, TimeoutError):
 
 class HeartbeatBusy(OpenClawMiniError):
     """Raise from `run_turn` or the callback when the target is busy: the wake layer retries later."""
+
+
+class FleetError(OpenClawMiniError):
+    """A fleet operation failed (queue, store or worker)."""
+
+
+class FleetUnavailable(FleetError, ConnectionError):
+    """The fleet's backend (Redis or the SQLite file) cannot be reached; nothing was changed."""
+
+
+class InvalidMessage(FleetError, ValueError):
+    """A message was refused before anything was enqueued (empty, oversize, bad agent or conversation)."""
+
+
+class UnknownAgent(InvalidMessage):
+    """No worker of the fleet serves an agent of that name."""
+
+
+class MessageNotFound(FleetError, LookupError):
+    """No message (or dead letter) with that id."""
+
+
+class StaleLease(FleetError):
+    """The lease was lost (expired and taken over, or already finished): the late result is discarded."""
+
+
+class StoreConflict(FleetError):
+    """Another conversation changed the same agent file since this turn read it; nothing was overwritten."""
+
+    def __init__(self, message: str, *, paths: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.paths = paths or []
