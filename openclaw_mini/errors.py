@@ -43,6 +43,7 @@ __all__ = [
     "MissingAPIKeyError",
     "ModelError",
     "OpenClawMiniError",
+    "ResultTimeout",
     "ScriptError",
     "SessionBusyError",
     "SessionKeyError",
@@ -142,3 +143,7 @@ class StoreConflict(FleetError):
     def __init__(self, message: str, *, paths: list[str] | None = None) -> None:
         super().__init__(message)
         self.paths = paths or []
+
+
+class ResultTimeout(FleetError, TimeoutError):
+    """`Fleet.result` waited its timeout and the message is not finished yet (it goes on)."""

@@ -130,3 +130,44 @@ def spawn_worker(
         stdout=output,
         stderr=output,
     )  # fmt: skip
+
+
+def last_user_text(request: Any) -> str:
+    """The text of the newest user message of a recorded request (tool results skipped)."""
+    for message in reversed(request.messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        texts = [b.get("text", "") for b in content if b.get("type") == "text"]
+        if texts:
+            return texts[-1]
+    return ""
+
+
+def echo_handler(delay: float = 0.0, hook: Callable[[str, Any], Any] | None = None) -> Callable[[Any], Any]:
+    """A fake model that answers `echo: <the user's text>` after `delay` s; `hook(text, request)` may
+    return another reply (or act, e.g. kill a worker) first."""
+    from openclaw_mini.testing import text_reply
+
+    def handle(request: Any) -> Any:
+        text = last_user_text(request)
+        if hook is not None:
+            reply = hook(text, request)
+            if reply is not None:
+                return reply
+        if delay:
+            time.sleep(delay)
+        return text_reply(f"echo: {text}")
+
+    return handle
+
+
+def make_agents(root: Path, *names: str) -> Path:
+    """An agents dir with one minimal workspace per name."""
+    for name in names:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "AGENTS.md").write_text(f"You are the {name} agent. Be brief.\n")
+    return root

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from . import fleet as fleet_cli
 from . import heartbeat as heartbeat_cli
 from . import memory as memory_cli
 from . import sessions as sessions_cli
@@ -32,6 +33,7 @@ app.add_typer(memory_cli.app, name="memory")
 app.add_typer(heartbeat_cli.app, name="heartbeat")
 app.add_typer(sessions_cli.app, name="sessions")
 app.add_typer(state_cli.app, name="state")
+app.add_typer(fleet_cli.app, name="fleet")
 
 
 @app.callback()
