@@ -119,17 +119,15 @@ def spawn_worker(
     """`openclaw-mini fleet worker` as a real OS process against the fake model server."""
     env = dict(os.environ)
     env.update({"ANTHROPIC_BASE_URL": model_url, "ANTHROPIC_API_KEY": "test", "OPENCLAW_MINI_FLEET_URL": url})
-    output = open(log, "ab") if log is not None else subprocess.DEVNULL
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "openclaw_mini.cli.main", "fleet", "worker",
-            "--agents", str(agents_dir), "--concurrency", str(concurrency), "--id", worker_id,
-            "--lease", f"{lease}s", *(extra or []),
-        ],
-        env=env,
-        stdout=output,
-        stderr=output,
-    )  # fmt: skip
+    command = [
+        sys.executable, "-m", "openclaw_mini.cli.main", "fleet", "worker",
+        "--agents", str(agents_dir), "--concurrency", str(concurrency), "--id", worker_id,
+        "--lease", f"{lease}s", *(extra or []),
+    ]  # fmt: skip
+    if log is None:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log, "ab") as output:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=env, stdout=output, stderr=output)
 
 
 def last_user_text(request: Any) -> str:

@@ -277,3 +277,29 @@ async def test_drain_hands_back_a_turn_that_outlives_the_drain_timeout(
         pool.start(_worker(fleet, agents, model, tmp_path, "w2"))
         result = await fleet.result(message.id, timeout=60)
         assert (result.text, result.worker_id, result.attempts) == ("echo: slow one", "w2", 1)
+
+
+def test_cli_defaults_to_the_embedded_queue_in_the_current_folder(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENCLAW_MINI_FLEET_URL"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "openclaw_mini.cli.main", "fleet", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    sent = cli("send", "--agent", "support", "--conversation", "u1", "hello")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.strip().startswith("m-")
+    assert (tmp_path / ".openclaw-mini" / "fleet.db").is_file()
+    status = json.loads(cli("status", "--json").stdout)
+    assert (status["queued"], status["workers"]) == (1, [])
+    assert "no dead letters" in cli("dead-letter", "list").stdout
+    bad = cli("send", "--agent", "support", "--conversation", "a/b", "hello")
+    assert bad.returncode == 2 and "conversation 'a/b' is not valid" in bad.stderr
+    wrong = cli("status", "--url", "mysql://x")
+    assert wrong.returncode == 2 and "not supported" in wrong.stderr
+    missing = cli("worker", "--agents", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr

@@ -12,7 +12,7 @@ await Worker(fleet, agents_dir="agents/", concurrency=8).run()
 
 from __future__ import annotations
 
-from .client import Fleet
+from .handle import Fleet
 from .models import Claim, FileChange, FileMeta, FleetStatus, Message, MessageResult, RetryPolicy, WorkerInfo
 from .queue import DEFAULT_FLEET_URL, FLEET_URL_ENV, Queue, open_queue
 from .store import AgentWorkspace

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import FleetError, FleetUnavailable, StaleLease, StoreConflict
-from .client import Fleet
+from .handle import Fleet
 from .models import AGENT_NAME_PATTERN, Claim, WorkerInfo, WorkerState
 from .queue import Queue
 from .store import AgentWorkspace, guarded_file_tools
@@ -36,6 +36,15 @@ T = TypeVar("T")
 
 class _Permanent(FleetError):
     """A failure that no retry can fix (e.g. the agent's folder is missing): dead-letter at once."""
+
+
+def _preload() -> None:
+    import anthropic  # noqa: F401
+
+    from ..agent import Agent  # noqa: F401
+    from ..memory import MemoryStore  # noqa: F401
+    from ..skills import SkillLoader  # noqa: F401
+    from ..tools import files, memory, sessions, shell  # noqa: F401
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -85,6 +94,7 @@ class Worker:
         self._cache: Path | None = None
         self._draining = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._beat_now = asyncio.Event()
         self._tasks: dict[asyncio.Task[None], Claim] = {}
         self._free_slots = list(range(concurrency - 1, -1, -1))
         self._workspaces: dict[tuple[int, str], AgentWorkspace] = {}
@@ -98,6 +108,7 @@ class Worker:
         if self.state == "active":
             self.state = "draining"
         self._draining.set()
+        self._beat_now.set()  # show "draining" in the registry at once
 
     @property
     def load(self) -> int:
@@ -118,6 +129,9 @@ class Worker:
         if not agents:
             raise FleetError(f"agents dir {self.agents_dir} has no agent folders")
         self._cache = self._cache_arg or Path(tempfile.mkdtemp(prefix="openclaw-mini-worker-"))
+        # Import the agent stack now: a first import inside a turn blocks the loop for a second or
+        # more, long enough to miss a short lease's renewal.
+        await asyncio.to_thread(_preload)
         beat: asyncio.Task[None] | None = None
         try:
             await self._persist(lambda: self.queue.heartbeat(self._info(agents)), "register")
@@ -155,7 +169,8 @@ class Worker:
     async def _heartbeats(self, agents: list[str]) -> None:
         interval = max(0.2, self.lease / 3)
         while True:
-            await asyncio.sleep(interval)
+            await self._wait(self._beat_now, interval)
+            self._beat_now.clear()
             with contextlib.suppress(FleetUnavailable):
                 await self.queue.heartbeat(self._info(agents))
 
@@ -209,8 +224,10 @@ class Worker:
 
     @staticmethod
     async def _wait(event: asyncio.Event, seconds: float) -> None:
+        """Until the event is set or `seconds` pass (asyncio.timeout: never swallows a cancel)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await event.wait()
 
     async def _finish_in_flight(self) -> None:
         if self._tasks:
