@@ -400,3 +400,20 @@ async def test_an_unreachable_backend_is_a_clear_error(tmp_path: Path) -> None:
         await open_queue(f"sqlite:///{tmp_path}/dir.db")
     with pytest.raises(Exception, match="not supported"):
         await open_queue("postgres://x")
+
+
+async def test_a_first_crash_is_retried_at_once_a_second_waits_out_the_backoff(make_queue) -> None:
+    queue = await make_queue(RetryPolicy(max_attempts=5, base_delay=30, max_delay=60))
+    message, _ = await queue.enqueue("support", "c", "hello")
+    await queue.claim("w1", lease_seconds=0.2)  # w1 dies
+    [claim] = await wait_for(lambda: queue.claim("w2", lease_seconds=0.2), timeout=20, what="the takeover")
+    assert claim.attempt == 2  # no 15-30 s backoff after a first crash: a lost worker is the likely cause
+
+    async def delayed() -> bool:
+        await queue.claim("w3", lease_seconds=0.2)
+        return (await queue.message(message.id)).status == "delayed"
+
+    await wait_for(delayed, timeout=20, what="the second crash to back off")  # w2 died too
+    state = await queue.message(message.id)
+    assert state.not_before is not None and state.not_before - state.enqueued_at >= 14
+    assert "lease expired: worker w2" in (state.error or "")

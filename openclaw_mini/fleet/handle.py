@@ -60,7 +60,7 @@ class Fleet:
     async def result(self, message_id: str, *, timeout: float | None = 60.0) -> MessageResult:  # noqa: ASYNC109
         """Wait until the message is `done` or `dead_letter`; `ResultTimeout` after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.01
+        delay = 0.005
         while True:
             current = await self.queue.message(message_id)
             if current.finished:
@@ -72,7 +72,7 @@ class Fleet:
                 )
             pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
             await asyncio.sleep(pause)
-            delay = min(delay * 1.5, 0.2)
+            delay = min(delay * 1.5, 0.05)
 
     async def status(self) -> FleetStatus:
         """Queued, in flight, delayed and dead-letter counts, and each worker's state, load and heartbeat."""

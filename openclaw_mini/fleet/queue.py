@@ -4,7 +4,8 @@ Semantics every backend keeps (one contract test suite pins them):
 - per-conversation FIFO: only a conversation's oldest open message can be claimed, and only while no
   other message of it is leased or waiting out a retry delay; conversations run in parallel;
 - bands: urgent (priority >= 70), normal, low (<= 30) are served in that order, FIFO within a band;
-- every claim is an attempt (a crash too: an expired lease counts as a failed attempt);
+- every claim is an attempt (a crash too: an expired lease counts as a failed attempt); failures wait
+  out the backoff, except a first crash, retried at once (a lost machine is the likely cause);
 - a lease id fences renew/complete/fail/release: with a stale one they raise `StaleLease`;
 - `complete` stores the reply and the agent files the turn changed atomically, then acks;
 - idempotent `enqueue` on `idempotency_key`: the second call returns the first message.

@@ -72,10 +72,15 @@ local function fail_lease(cid, err, retryable, r, base_ms, factor, max_ms, max_a
   local worker = redis.call('HGET', l, 'worker')
   local m = P .. 'm:' .. id
   local attempts = tonumber(redis.call('HGET', m, 'attempts'))
+  local crash = retryable == 2
+  if crash then retryable = 1 end
   end_lease(cid)
   if retryable == 1 and attempts < max_attempts then
-    local ceiling = math.min(max_ms, base_ms * factor ^ math.max(0, attempts - 1))
-    local due = now + math.floor(ceiling * r)
+    local due = now
+    if not (crash and attempts == 1) then
+      local ceiling = math.min(max_ms, base_ms * factor ^ math.max(0, attempts - 1))
+      due = now + math.floor(ceiling * r)
+    end
     redis.call('HSET', m, 'state', 'delayed', 'error', err, 'not_before', due, 'worker', worker)
     redis.call('ZADD', P .. 'delayed', due, cid)
     return 'delayed'
@@ -158,7 +163,7 @@ end
 if tonumber(redis.call('HGET', l, 'expires')) > now then return false end
 local err = 'lease expired: worker ' .. redis.call('HGET', l, 'worker')
   .. ' stopped renewing (crashed or lost)'
-fail_lease(cid, err, 1, tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]),
+fail_lease(cid, err, 2, tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]),
            tonumber(ARGV[12]), now)
 return false
 """

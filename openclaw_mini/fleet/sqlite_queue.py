@@ -174,7 +174,7 @@ class SqliteQueue(Queue):
             ).fetchall()
             for row in expired:
                 error = f"lease expired: worker {row['lease_worker']} stopped renewing (crashed or lost)"
-                self._fail_row(conn, row, error, True, now)
+                self._fail_row(conn, row, error, True, now, crash=True)
             rows = conn.execute(
                 "SELECT * FROM messages m WHERE m.state = 'queued' AND m.not_before <= ? AND NOT EXISTS ("
                 f" SELECT 1 FROM messages o WHERE o.agent = m.agent AND o.conversation = m.conversation"
@@ -243,14 +243,22 @@ class SqliteQueue(Queue):
         return await self._tx(work)
 
     def _fail_row(
-        self, conn: sqlite3.Connection, row: sqlite3.Row, error: str, retryable: bool, now: float
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        error: str,
+        retryable: bool,
+        now: float,
+        *,
+        crash: bool = False,
     ) -> None:
         attempts = row["attempts"]
         if retryable and attempts < self.retry.max_attempts:
+            delay = 0.0 if crash and attempts == 1 else self.retry.delay(attempts)
             conn.execute(
                 "UPDATE messages SET state = 'queued', error = ?, not_before = ?, lease_id = NULL,"
                 " lease_expires = NULL, worker_id = ? WHERE id = ?",
-                (error, now + self.retry.delay(attempts), row["lease_worker"], row["id"]),
+                (error, now + delay, row["lease_worker"], row["id"]),
             )
         else:
             conn.execute(

@@ -98,6 +98,9 @@ class Worker:
         self._tasks: dict[asyncio.Task[None], Claim] = {}
         self._free_slots = list(range(concurrency - 1, -1, -1))
         self._workspaces: dict[tuple[int, str], AgentWorkspace] = {}
+        self._agents: dict[tuple[int, str], Any] = {}
+        """One `Agent` per slot and agent, kept while its copy is clean (its HTTP client stays warm;
+        it notices a transcript another worker extended by the file's size)."""
         self._lost: set[str] = set()
         self._started = time.time()
         self._outage_logged = False
@@ -142,7 +145,11 @@ class Worker:
         finally:
             await self._stop_tasks()
             self.state = "stopping"
+            self._beat_now.set()
+            for slot, name in list(self._agents):
+                await self._forget(slot, name)
             if beat is not None:
+                await asyncio.wait({beat}, timeout=15)
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
@@ -168,9 +175,11 @@ class Worker:
 
     async def _heartbeats(self, agents: list[str]) -> None:
         interval = max(0.2, self.lease / 3)
-        while True:
+        while self.state not in ("stopping", "stopped"):
             await self._wait(self._beat_now, interval)
             self._beat_now.clear()
+            if self.state in ("stopping", "stopped"):
+                return
             with contextlib.suppress(FleetUnavailable):
                 await self.queue.heartbeat(self._info(agents))
 
@@ -220,14 +229,19 @@ class Worker:
                 idle = 0.02
             else:
                 await self._wait(self._draining, idle)
-                idle = min(idle * 1.5, 0.2)
+                idle = min(idle * 1.5, 0.05)
 
     @staticmethod
     async def _wait(event: asyncio.Event, seconds: float) -> None:
-        """Until the event is set or `seconds` pass (asyncio.timeout: never swallows a cancel)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await event.wait()
+        """Until the event is set or `seconds` pass. `asyncio.wait` never swallows a cancel, unlike
+        `wait_for`/`timeout` on Python 3.11 when the cancel and the deadline coincide."""
+        if event.is_set():
+            return
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
 
     async def _finish_in_flight(self) -> None:
         if self._tasks:
@@ -251,7 +265,7 @@ class Worker:
         clean = False
         try:
             workspace = self._workspace(slot, claim.message.agent)
-            text, changes = await self._turn(claim, workspace)
+            text, changes = await self._turn(claim, workspace, slot)
             keeper.cancel()
             await self._persist(lambda: self.queue.complete(claim, text, changes), "complete")
             await workspace.committed(changes)
@@ -286,6 +300,7 @@ class Worker:
             keeper.cancel()
             self._lost.discard(claim.lease_id)
             if workspace is not None and not clean:
+                await self._forget(slot, claim.message.agent)
                 await workspace.reset()
             self._free_slots.append(slot)
             self._tasks.pop(me, None)
@@ -302,17 +317,24 @@ class Worker:
             self._workspaces[key] = AgentWorkspace(self.queue, agent, definition, root)
         return self._workspaces[key]
 
-    async def _turn(self, claim: Claim, workspace: AgentWorkspace) -> tuple[str, list[Any]]:
+    async def _forget(self, slot: int, name: str) -> None:
+        agent = self._agents.pop((slot, name), None)
+        if agent is not None:
+            with contextlib.suppress(Exception):
+                await agent.aclose()
+
+    async def _turn(self, claim: Claim, workspace: AgentWorkspace, slot: int) -> tuple[str, list[Any]]:
         from ..agent import Agent
 
         await workspace.hydrate()
-        options = dict(self.agent_options)
-        options["tools"] = [*options.get("tools", ()), *guarded_file_tools(workspace)]
-        agent = Agent(workspace_dir=workspace.root, agent_id=claim.message.agent, **options)
-        try:
-            result = await agent.run(claim.message.conversation, claim.message.text)
-        finally:
-            await agent.aclose()
+        key = (slot, claim.message.agent)
+        agent = self._agents.get(key)
+        if agent is None:
+            options = dict(self.agent_options)
+            options["tools"] = [*options.get("tools", ()), *guarded_file_tools(workspace)]
+            agent = Agent(workspace_dir=workspace.root, agent_id=claim.message.agent, **options)
+            self._agents[key] = agent
+        result = await agent.run(claim.message.conversation, claim.message.text)
         if result.stop_reason == "error":
             raise FleetError(result.error or "the turn failed")
         return result.text, await workspace.changes()
