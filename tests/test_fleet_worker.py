@@ -303,3 +303,30 @@ def test_cli_defaults_to_the_embedded_queue_in_the_current_folder(tmp_path: Path
     assert wrong.returncode == 2 and "not supported" in wrong.stderr
     missing = cli("worker", "--agents", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
+
+
+async def test_a_slot_fetches_only_what_changed_and_only_its_conversations_transcript(
+    fleet_url: str, tmp_path: Path, pool: Pool
+) -> None:
+    from openclaw_mini.fleet import FileChange
+
+    agents = make_agents(tmp_path / "agents", "support")
+    sessions = ".openclaw-mini/sessions/support"
+    async with connected(fleet_url, pool) as fleet:
+        for conv in ("c1", "c2"):
+            await fleet.enqueue(agent="support", conversation=conv, text="hi")
+        claims = await fleet.queue.claim("w", lease_seconds=30, limit=2)
+        for claim in claims:
+            conv = claim.message.conversation
+            changes = [
+                FileChange(path=f"{sessions}/{conv}.jsonl", kind="put", data=f"{conv}\n".encode()),
+                FileChange(path=f"shared-{conv}.txt", kind="put", data=b"x"),
+            ]
+            await fleet.queue.complete(claim, "ok", changes)
+        slot = AgentWorkspace(fleet.queue, "support", agents / "support", tmp_path / "slot")
+        assert await slot.hydrate("c1") == 3  # both shared files and c1's transcript, not c2's
+        assert not (slot.root / sessions / "c2.jsonl").exists()
+        assert (slot.root / sessions / "c1.jsonl").read_text() == "c1\n"
+        assert await slot.hydrate("c1") == 0  # nothing moved: no fetch at all
+        assert await slot.hydrate("c2") == 1  # c2's transcript, remembered as outdated
+        assert (slot.root / "AGENTS.md").is_file()  # the definition is there too

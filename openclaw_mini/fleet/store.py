@@ -72,6 +72,7 @@ class AgentWorkspace:
         """Files fetched from the store over this copy's life (the cache's effect shows here)."""
         self._seen: dict[str, _Seen] = {}
         self._memory_base: dict[str, bytes] = {}
+        self._outdated_paths: set[str] = set()
         self._fresh = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -83,6 +84,7 @@ class AgentWorkspace:
             self.definition, self.root, symlinks=True, ignore=shutil.ignore_patterns(".openclaw-mini")
         )
         self.local.clear()
+        self._outdated_paths.clear()
         self.agent_version = -1
         self._fresh = True
 
@@ -91,20 +93,34 @@ class AgentWorkspace:
         self._fresh = False
         await asyncio.to_thread(shutil.rmtree, self.root, True)
 
-    async def hydrate(self) -> int:
-        """Bring the copy up to the store's state; returns how many files were fetched."""
+    async def hydrate(self, conversation: str | None = None) -> int:
+        """Bring the copy up to the store's state; returns how many files were fetched.
+
+        With `conversation`, other conversations' transcripts are left out (remembered as outdated,
+        fetched when a turn of theirs runs here): a busy agent's slot fetches what its turn reads.
+        """
         if not self._fresh:
             await asyncio.to_thread(self._build)
         version = await self.queue.agent_version(self.agent)
-        if version == self.agent_version:
+        manifest: dict[str, FileMeta] | None = None
+        if version != self.agent_version:
+            version, manifest = await self.queue.manifest(self.agent)
+            self._outdated_paths = set(await asyncio.to_thread(self._outdated, manifest))
+        need = sorted(p for p in self._outdated_paths if self._wanted(p, conversation))
+        if manifest is None and not need:
             return 0
-        version, manifest = await self.queue.manifest(self.agent)
-        need = await asyncio.to_thread(self._outdated, manifest)
         fetched = await self.queue.fetch_files(self.agent, need) if need else {}
         await asyncio.to_thread(self._apply, manifest, fetched)
+        self._outdated_paths.difference_update(need)
         self.agent_version = version
         self.fetched += len(fetched)
         return len(fetched)
+
+    def _wanted(self, path: str, conversation: str | None) -> bool:
+        prefix = f".openclaw-mini/sessions/{self.agent}/"
+        if conversation is None or not path.startswith(prefix):
+            return True
+        return path[len(prefix) :].startswith(f"{conversation}.")
 
     def _outdated(self, manifest: dict[str, FileMeta]) -> list[str]:
         need = []
@@ -121,11 +137,13 @@ class AgentWorkspace:
             need.append(path)
         return need
 
-    def _apply(self, manifest: dict[str, FileMeta], fetched: dict[str, tuple[FileMeta, bytes]]) -> None:
+    def _apply(
+        self, manifest: dict[str, FileMeta] | None, fetched: dict[str, tuple[FileMeta, bytes]]
+    ) -> None:
         for path, (meta, data) in fetched.items():
             _write(self.root / path, data)
             self.local[path] = meta
-        for path in [p for p in self.local if p not in manifest]:
+        for path in [p for p in self.local if manifest is not None and p not in manifest]:
             del self.local[path]  # deleted in the store: back to the definition's copy, or gone
             original = self.definition / path
             target = self.root / path

@@ -326,7 +326,7 @@ class Worker:
     async def _turn(self, claim: Claim, workspace: AgentWorkspace, slot: int) -> tuple[str, list[Any]]:
         from ..agent import Agent
 
-        await workspace.hydrate()
+        await workspace.hydrate(claim.message.conversation)
         key = (slot, claim.message.agent)
         agent = self._agents.get(key)
         if agent is None:
