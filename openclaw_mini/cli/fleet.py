@@ -104,8 +104,10 @@ def worker(
     lease_seconds = parse_duration(lease, "--lease")
     retry = RetryPolicy(max_attempts=max_attempts, base_delay=parse_duration(backoff, "--backoff"))
     drain = parse_duration(drain_timeout, "--drain-timeout") if drain_timeout else None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("openclaw_mini.fleet").setLevel(logging.INFO)
 
     async def serve() -> None:
         fleet = await _connect(url, retry=retry)
