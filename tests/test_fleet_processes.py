@@ -300,3 +300,22 @@ async def test_cli_send_with_a_duplicate_key_status_and_dead_letters(
         _cli, "status", url=f"redis://127.0.0.1:{redis_server.port + 1 if redis_server.port < 65535 else 1}/0"
     )
     assert down.returncode == 2 and "cannot reach Redis" in down.stderr
+
+
+async def test_a_worker_started_before_redis_waits_for_it_and_says_so(
+    workers: Workers, redis_server: RedisServer, model: FakeAnthropicServer
+) -> None:
+    model.handler = echo_handler()
+    redis_server.kill()
+    proc = workers.start("early")
+
+    async def says_so() -> bool:
+        return "retrying in" in workers.log("early")
+
+    await wait_for(says_so, what="the worker to report the unreachable Redis")
+    assert proc.poll() is None
+    redis_server.start()
+    async with await Fleet.connect(redis_server.url, retry=FAST) as fleet:
+        await wait_for(lambda: _registered(fleet, "early"), what="the worker to register")
+        message = await fleet.enqueue(agent="support", conversation="c", text="hello")
+        assert (await fleet.result(message.id, timeout=60)).text == "echo: hello"

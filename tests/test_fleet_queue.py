@@ -393,8 +393,9 @@ async def test_an_unreachable_backend_is_a_clear_error(tmp_path: Path) -> None:
     from tests.fleet_support import free_port
 
     port = free_port()
-    with pytest.raises(FleetUnavailable, match=f"127.0.0.1:{port}"):
-        await open_queue(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(FleetUnavailable, match=f"127.0.0.1:{port}") as info:
+        await open_queue(f"redis://user:s3cret@127.0.0.1:{port}/0")
+    assert "s3cret" not in str(info.value) and "user:***@" in str(info.value)
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(FleetUnavailable, match=r"dir\.db"):
         await open_queue(f"sqlite:///{tmp_path}/dir.db")

@@ -110,7 +110,7 @@ def worker(
     logging.getLogger("openclaw_mini.fleet").setLevel(logging.INFO)
 
     async def serve() -> None:
-        fleet = await _connect(url, retry=retry)
+        fleet = await _connect_patiently(url, retry)
         try:
             pool = Worker(
                 fleet,
@@ -133,6 +133,21 @@ def worker(
             await fleet.close()
 
     _run(serve())
+
+
+async def _connect_patiently(url: str | None, retry: Any) -> Fleet:
+    """A worker may start before its Redis: retry with backoff (bad URLs still fail at once)."""
+    from openclaw_mini.errors import FleetUnavailable
+
+    log = logging.getLogger("openclaw_mini.fleet.worker")
+    delay = 0.5
+    while True:
+        try:
+            return await _connect(url, retry=retry)
+        except FleetUnavailable as exc:
+            log.warning("%s; retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 @app.command()

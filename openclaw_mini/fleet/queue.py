@@ -22,11 +22,24 @@ from pathlib import Path
 from ..errors import FleetError
 from .models import Claim, FileChange, FileMeta, FleetStatus, Message, MessageResult, RetryPolicy, WorkerInfo
 
-__all__ = ["DEFAULT_FLEET_URL", "FLEET_URL_ENV", "Queue", "open_queue", "resolve_url"]
+__all__ = ["DEFAULT_FLEET_URL", "FLEET_URL_ENV", "Queue", "open_queue", "redact_url", "resolve_url"]
 
 FLEET_URL_ENV = "OPENCLAW_MINI_FLEET_URL"
 DEFAULT_FLEET_URL = "sqlite:///.openclaw-mini/fleet.db"
 """With no URL anywhere: the embedded queue in the current folder, so nobody needs Redis to start."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by `***`, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -143,5 +156,5 @@ async def open_queue(url: str | None = None, *, retry: RetryPolicy | None = None
             raise FleetError(f"fleet URL {resolved!r} names no file: use sqlite:///path/fleet.db")
         return await SqliteQueue.open(Path(path), url=resolved, retry=policy)
     raise FleetError(
-        f"fleet URL {resolved!r} is not supported: use redis://host:port/db or sqlite:///path/fleet.db"
+        f"fleet URL {redact_url(resolved)!r} is not supported: use redis://host:port/db or sqlite:///path/fleet.db"
     )

@@ -30,7 +30,7 @@ from .models import (
     priority_band,
     validate_message,
 )
-from .queue import Queue
+from .queue import Queue, redact_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -324,6 +324,7 @@ class RedisQueue(Queue):
     def __init__(self, client: Redis, *, url: str, retry: RetryPolicy, prefix: str = "ocm:") -> None:
         self.client = client
         self.url = url
+        """For display: the password, if any, is redacted."""
         self.retry = retry
         self.prefix = prefix
         self._rng = random.Random()
@@ -352,7 +353,7 @@ class RedisQueue(Queue):
         from redis.asyncio import Redis
 
         client = Redis.from_url(url, decode_responses=False, socket_connect_timeout=5, socket_timeout=15)
-        queue = cls(client, url=url, retry=retry or RetryPolicy(), prefix=prefix)
+        queue = cls(client, url=redact_url(url), retry=retry or RetryPolicy(), prefix=prefix)
         try:
             await queue._call(client.ping())
             await queue._ensure_groups()
