@@ -330,3 +330,52 @@ async def test_a_slot_fetches_only_what_changed_and_only_its_conversations_trans
         assert await slot.hydrate("c1") == 0  # nothing moved: no fetch at all
         assert await slot.hydrate("c2") == 1  # c2's transcript, remembered as outdated
         assert (slot.root / "AGENTS.md").is_file()  # the definition is there too
+
+
+async def test_embedded_queue_with_worker_processes_survives_a_kill_9(
+    tmp_path: Path, model: FakeAnthropicServer
+) -> None:
+    """The SQLite queue shared by two real worker processes on one machine: one is killed mid-turn,
+    every message still completes once, in order per conversation."""
+    import signal
+    import subprocess
+
+    from tests.fleet_support import spawn_worker
+
+    model.handler = echo_handler(delay=0.3)
+    url = f"sqlite:///{tmp_path}/fleet.db"
+    agents = make_agents(tmp_path / "agents", "support")
+    args = ["--backoff", "0.05s"]
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        log = tmp_path / name
+        return spawn_worker(url, agents, model_url=model.url, worker_id=name, lease=1.5, extra=args, log=log)
+
+    procs = [start("p1")]
+    try:
+        async with await Fleet.connect(url, retry=FAST) as fleet:
+            ids = [
+                (await fleet.enqueue(agent="support", conversation=f"c{n % 4}", text=f"m{n}")).id
+                for n in range(12)
+            ]
+
+            async def p1_busy() -> bool:
+                return any([(await fleet.message(i)).worker_id == "p1" for i in ids])
+
+            await wait_for(p1_busy, what="p1 to take a turn")
+            procs.append(start("p2"))
+            procs[0].send_signal(signal.SIGKILL)
+            results = [await fleet.result(i, timeout=90) for i in ids]
+            assert [r.text for r in results] == [f"echo: m{n}" for n in range(12)]
+            for conv in range(4):
+                path = f".openclaw-mini/sessions/support/c{conv}.jsonl"
+                data = (await fleet.queue.fetch_files("support", [path]))[path][1].decode()
+                replies = [line for line in data.splitlines() if '"role":"assistant"' in line]
+                assert [f"echo: m{n}" in r for n, r in zip(range(conv, 12, 4), replies, strict=True)] == [
+                    True
+                ] * 3
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
