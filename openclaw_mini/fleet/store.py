@@ -30,8 +30,11 @@ from .queue import Queue
 
 __all__ = ["AgentWorkspace", "guarded_file_tools", "is_memory_file"]
 
-_SKIPPED_NAMES = ("memory.sqlite", "memory.sqlite-wal", "memory.sqlite-shm", "memory.sqlite-journal")
-"""Derived files rebuilt on demand (the memory search index) are never shipped around."""
+_SKIPPED_NAMES = ("memory.sqlite", "state.db")
+"""Never shipped around: the memory search index (rebuilt on demand) and the embedded world-state
+database (a live SQLite file; a fleet's agents share world state through `FLUX_URL`)."""
+_SKIPPED_SUFFIXES = (".lock", ".tmp", ".hydrate", "-wal", "-shm", "-journal")
+"""Locks, temporaries and SQLite side files: only whole files move between workers."""
 
 
 def is_memory_file(path: str) -> bool:
@@ -158,7 +161,7 @@ class AgentWorkspace:
         for directory, dirs, files in os.walk(self.root):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(directory, d))]
             for name in files:
-                if name in _SKIPPED_NAMES or name.endswith((".lock", ".tmp")):
+                if name in _SKIPPED_NAMES or name.endswith(_SKIPPED_SUFFIXES):
                     continue
                 full = os.path.join(directory, name)
                 info = os.lstat(full)
