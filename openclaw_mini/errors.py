@@ -16,6 +16,14 @@ OpenClawMiniError
 │   ├── ToolRefused                    the policy, sandbox or approval does not allow a call
 │   └── ToolTimeout (TimeoutError)     a tool ran past its deadline
 ├── HeartbeatBusy                      the heartbeat target is busy: the wake layer retries later
+├── FleetError                         a fleet operation failed (queue, store or worker)
+│   ├── FleetUnavailable (ConnectionError)  Redis or the SQLite queue cannot be reached
+│   ├── InvalidMessage (ValueError)    refused before anything was enqueued
+│   │   └── UnknownAgent               no worker serves that agent
+│   ├── MessageNotFound (LookupError)  no message or dead letter with that id
+│   ├── StaleLease                     the lease was lost: the late result is discarded
+│   ├── StoreConflict                  another conversation changed the same agent file
+│   └── ResultTimeout (TimeoutError)   `Fleet.result` waited its timeout; the message goes on
 └── StateError                         the world state (see `openclaw_mini.state.errors`)
     ├── InvalidEventError (ValueError)      400
     ├── EventTooLargeError (ValueError)     413
@@ -37,18 +45,26 @@ __all__ = [
     "ConfigError",
     "ContextOverflowError",
     "EmbeddingsError",
+    "FleetError",
+    "FleetUnavailable",
     "HeartbeatBusy",
+    "InvalidMessage",
     "MemoryPathError",
+    "MessageNotFound",
     "MissingAPIKeyError",
     "ModelError",
     "OpenClawMiniError",
     "PathEscapeError",
+    "ResultTimeout",
     "ScriptError",
     "SessionBusyError",
     "SessionKeyError",
+    "StaleLease",
+    "StoreConflict",
     "ToolError",
     "ToolRefused",
     "ToolTimeout",
+    "UnknownAgent",
 ]
 
 
@@ -121,3 +137,39 @@ class PathEscapeError(OpenClawMiniError, PermissionError):
 
 class EmbeddingsError(OpenClawMiniError, RuntimeError):
     """A memory embedder could not be set up (extra or model missing) or its API did not answer."""
+
+
+class FleetError(OpenClawMiniError):
+    """A fleet operation failed (queue, store or worker)."""
+
+
+class FleetUnavailable(FleetError, ConnectionError):
+    """The fleet's backend (Redis or the SQLite file) cannot be reached; nothing was changed."""
+
+
+class InvalidMessage(FleetError, ValueError):
+    """A message was refused before anything was enqueued (empty, oversize, bad agent or conversation)."""
+
+
+class UnknownAgent(InvalidMessage):
+    """No worker of the fleet serves an agent of that name."""
+
+
+class MessageNotFound(FleetError, LookupError):
+    """No message (or dead letter) with that id."""
+
+
+class StaleLease(FleetError):
+    """The lease was lost (expired and taken over, or already finished): the late result is discarded."""
+
+
+class StoreConflict(FleetError):
+    """Another conversation changed the same agent file since this turn read it; nothing was overwritten."""
+
+    def __init__(self, message: str, *, paths: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.paths = paths or []
+
+
+class ResultTimeout(FleetError, TimeoutError):
+    """`Fleet.result` waited its timeout and the message is not finished yet (it goes on)."""

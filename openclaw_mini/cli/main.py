@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import config as config_cli
+from . import fleet as fleet_cli
 from . import heartbeat as heartbeat_cli
 from . import mcp as mcp_cli
 from . import memory as memory_cli
@@ -50,6 +51,7 @@ app.add_typer(sessions_cli.app, name="sessions")
 app.add_typer(state_cli.app, name="state")
 app.add_typer(config_cli.app, name="config")
 app.add_typer(mcp_cli.app, name="mcp")
+app.add_typer(fleet_cli.app, name="fleet")
 
 
 def _show_version(value: bool) -> None:
