@@ -37,7 +37,7 @@ from .subagents import Subagents
 from .tools import builtin_tools
 from .tools.base import Tool, ToolContext, ToolRegistry
 from .tools.policy import ApprovalCallback, ApprovalMode, Sandbox, SandboxConfig, ToolPolicy
-from .transcript import CustomEntry, MessageEntry
+from .transcript import TURN_FAILED, CustomEntry, MessageEntry
 
 if TYPE_CHECKING:
     from .heartbeat import HeartbeatConfig, HeartbeatOutcome, HeartbeatStatus
@@ -148,7 +148,9 @@ class Agent:
         self.sessions = SessionStore(config.state_dir, workspace=self.workspace)
         self.extras: dict[str, Any] = extras
         """Your own handles for your custom tools, passed as `ToolContext.extras`."""
-        self._lanes = SessionLanes()
+        self._lanes = SessionLanes(
+            self.sessions.lock_path_for, lock_timeout=config.session_lock_timeout_seconds
+        )
         self._states: SessionCache[ActiveSession] = SessionCache(
             max_sessions=config.session_cache_sessions,
             max_bytes=config.session_cache_bytes,
@@ -304,12 +306,14 @@ class Agent:
         self._check_credentials()
         cached = await self._load(key)
         session, context, name = cached.session, cached.context, str(key)
+        turn: MessageEntry | None = None
         try:
             for warning in session.warnings:
                 emit(RunEvent("warning", name, text=warning))
             session.warnings.clear()
             skills = await self._context.skills(name, emit)
-            session.append(MessageEntry(role="user", content=self._context.user_content(text, skills)))
+            turn = MessageEntry(role="user", content=self._context.user_content(text, skills))
+            session.append(turn)
             await self._add_mcp_tools(name, emit)
             request = await self._context.base_request(key, skills, emit)
 
@@ -336,6 +340,11 @@ class Agent:
                 session_key=name,
                 tool_timeout=self.config.tool_timeout_seconds,
             )
+        except Exception as exc:  # the failed turn leaves later requests (see HistoryBuilder)
+            if turn is not None:
+                data = {"turn": turn.id, "error": f"{type(exc).__name__}: {exc}"[:2_000]}
+                session.append(CustomEntry(custom_type=TURN_FAILED, data=data))
+            raise
         finally:
             await self._flush(session)
         return RunResult(

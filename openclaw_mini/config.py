@@ -121,6 +121,8 @@ class AgentConfig(BaseModel):
     past it becomes an error result and the run goes on."""
     max_spawn_depth: int = Field(1, ge=0)
     """How deep sub-agents may spawn sub-agents (1: the main agent may spawn, children may not)."""
+    session_lock_timeout_seconds: float = Field(600.0, gt=0)
+    """How long a run waits for another process's turn on the same session before it gives up."""
     session_cache_sessions: int = Field(256, ge=1)
     """Sessions kept in memory between runs; older ones are reloaded from disk when used again."""
     session_cache_bytes: int = Field(64 * 1024 * 1024, ge=0)

@@ -24,14 +24,16 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from .errors import SessionKeyError
+from .errors import SessionBusyError, SessionKeyError
 from .transcript import (
     ENTRY_ADAPTER,
     ENTRY_LIST_ADAPTER,
     AnyEntry,
     CompactionEntry,
     HistoryBuilder,
+    MessageEntry,
     SessionHeader,
+    check_blocks,
     locate_compaction,
 )
 
@@ -142,6 +144,11 @@ class SessionStore:
     def path_for(self, key: SessionKey) -> Path:
         return self.root / key.agent_id / f"{key.file_stem}.jsonl"
 
+    def lock_path_for(self, key: str | SessionKey) -> Path:
+        """The file whose OS lock a turn holds across processes (beside the transcript)."""
+        parsed = SessionKey.parse(key)
+        return self.root / parsed.agent_id / f"{parsed.file_stem}.lock"
+
     # -- writing ---------------------------------------------------------------------------
 
     def append_sync(self, key: SessionKey, entries: Iterable[AnyEntry]) -> tuple[int, int]:
@@ -228,11 +235,14 @@ class SessionStore:
         loaded.parsed_bytes = sum(len(line) + 1 for line in body)
         try:
             # Fast path: one pydantic-core call parses and validates the whole file.
-            loaded.entries.extend(ENTRY_LIST_ADAPTER.validate_json(b"[" + b",".join(body) + b"]"))
+            parsed = ENTRY_LIST_ADAPTER.validate_json(b"[" + b",".join(body) + b"]")
+            _repair_blocks(path, enumerate(parsed, start=first + 1), loaded.warnings)
+            loaded.entries.extend(parsed)
             return loaded
         except ValueError:  # a corrupt or torn line somewhere: go line by line
             pass
         validate = ENTRY_ADAPTER.validate_json
+        numbered: list[tuple[int, AnyEntry]] = []
         for index, raw in enumerate(body):
             number = first + index + 1
             if not raw.strip():
@@ -242,7 +252,9 @@ class SessionStore:
                     if loaded.header is None:
                         loaded.header = SessionHeader.model_validate_json(raw)
                     continue
-                loaded.entries.append(validate(raw))
+                entry = validate(raw)
+                numbered.append((number, entry))
+                loaded.entries.append(entry)
             except ValueError as exc:
                 torn = torn_candidate and index == len(body) - 1
                 what = "torn last line (an interrupted write)" if torn else "corrupt line"
@@ -250,6 +262,7 @@ class SessionStore:
                 message = f"{path}:{number}: skipped {what}: {detail}"
                 loaded.warnings.append(message)
                 log.warning(message)
+        _repair_blocks(path, numbered, loaded.warnings)
         return loaded
 
     async def load(
@@ -291,11 +304,28 @@ class SessionStore:
 
     def delete_sync(self, key: SessionKey) -> bool:
         path = self.path_for(key)
+        with contextlib.suppress(FileNotFoundError):
+            self.lock_path_for(key).unlink()
         try:
             path.unlink()
         except FileNotFoundError:
             return False
         return True
+
+
+def _repair_blocks(path: Path, numbered: Iterable[tuple[int, AnyEntry]], warnings: list[str]) -> None:
+    """Drop the content blocks the Messages API would refuse (a text block without text, a tool
+    call without an id, ...): sent back, one such block fails every later request of the session.
+    Each repair is reported with the file and line; the file itself is not changed."""
+    for number, entry in numbered:
+        if not isinstance(entry, MessageEntry):
+            continue
+        kept, problems = check_blocks(entry.role, entry.content)
+        if problems:
+            entry.content = kept
+            message = f"{path}:{number}: dropped what the API would refuse: {'; '.join(problems)}"
+            warnings.append(message)
+            log.warning(message)
 
 
 def _active_range(lines: list[bytes]) -> tuple[int, tuple[int, CompactionEntry] | None]:
@@ -346,6 +376,35 @@ def _tail_start(lines: list[bytes], first: int, tail_bytes: int) -> int:
         if _USER_TURN in line and b'"tool_result"' not in line:
             return candidate
     return first
+
+
+def _open_lock_file(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+async def _lock_file(path: Path, key: str, wait_seconds: float) -> int:
+    """Take the exclusive lock on `path`, polling (the loop never blocks) for up to `wait_seconds`."""
+    fd = await asyncio.to_thread(_open_lock_file, path)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if loop.time() >= deadline:
+                os.close(fd)
+                raise SessionBusyError(
+                    f"Session {key} is busy: another process has been running a turn on it for "
+                    f"{wait_seconds:g} s (lock {path}). Try again when it has finished."
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        except BaseException:
+            os.close(fd)
+            raise
 
 
 def _size(path: Path) -> int:
@@ -492,11 +551,21 @@ class SessionCache(Generic[V]):
 
 
 class SessionLanes:
-    """One serial lane per session key: runs on one key queue, different keys run concurrently."""
+    """One serial lane per session key: runs on one key queue, different keys run concurrently.
 
-    def __init__(self) -> None:
+    With `lock_path`, a lane is also held across processes for its whole length, by an OS file
+    lock on a file beside the transcript: two processes never interleave turns of one session. A
+    holder that dies releases it with its process (no stale lock); a waiter gives up after
+    `lock_timeout` seconds with `SessionBusyError`.
+    """
+
+    def __init__(
+        self, lock_path: Callable[[str], Path] | None = None, *, lock_timeout: float = 600.0
+    ) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        self._lock_path = lock_path
+        self._lock_timeout = lock_timeout
 
     @contextlib.asynccontextmanager
     async def lane(self, key: str) -> AsyncIterator[None]:
@@ -504,7 +573,14 @@ class SessionLanes:
         self._users[key] = self._users.get(key, 0) + 1
         try:
             async with lock:
-                yield
+                if self._lock_path is None or fcntl is None:
+                    yield
+                    return
+                fd = await _lock_file(self._lock_path(key), key, self._lock_timeout)
+                try:
+                    yield
+                finally:
+                    os.close(fd)  # releases the lock
         finally:
             self._users[key] -= 1
             if self._users[key] == 0:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "TRANSCRIPT_VERSION",
+    "TURN_FAILED",
     "AnyEntry",
     "CompactionEntry",
     "CustomEntry",
@@ -24,6 +25,8 @@ __all__ = [
     "SessionHeader",
     "active_start",
     "build_messages",
+    "check_blocks",
+    "is_user_turn",
     "locate_compaction",
     "new_entry_id",
     "now_iso",
@@ -124,6 +127,65 @@ def sendable_blocks(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+TURN_FAILED = "turn_failed"
+"""`CustomEntry.custom_type` of the note that a turn ended in an error (`data`: `turn` = the id of
+its user entry, `error` = what went wrong)."""
+
+
+def is_user_turn(entry: AnyEntry) -> bool:
+    """A visible user message that is not only tool results: where a turn starts."""
+    if not isinstance(entry, MessageEntry) or entry.role != "user" or entry.hidden:
+        return False
+    return any(block.get("type") != "tool_result" for block in entry.content)
+
+
+def check_blocks(role: str, content: list[Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The content blocks the Messages API accepts, and a description of each one it would refuse.
+
+    A blank text block in an assistant reply is kept (replies contain them; `sendable_blocks`
+    leaves them out when sending); one in a user message is not.
+    """
+    kept: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for index, block in enumerate(content):
+        problem = _block_problem(role, block)
+        if problem is None:
+            kept.append(block)
+        else:
+            kind = block.get("type") if isinstance(block, dict) else None
+            problems.append(f"block {index} ({kind or 'no type'}): {problem}")
+    return kept, problems
+
+
+def _block_problem(role: str, block: Any) -> str | None:
+    if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+        return "not a content block"
+    kind = block["type"]
+    if kind == "text":
+        text = block.get("text")
+        if not isinstance(text, str):
+            return "no text"
+        return "blank text" if role == "user" and not text.strip() else None
+    if kind == "tool_use":
+        if not (isinstance(block.get("id"), str) and block["id"] and isinstance(block.get("name"), str)):
+            return "a tool call without an id or name"
+        return None if isinstance(block.get("input", {}), dict) else "tool input is not an object"
+    if kind == "tool_result":
+        if not isinstance(block.get("tool_use_id"), str):
+            return "a tool result without a tool_use_id"
+        return (
+            None if isinstance(block.get("content", ""), (str, list)) else "tool result content is not text"
+        )
+    if kind == "thinking":
+        ok = isinstance(block.get("thinking"), str) and isinstance(block.get("signature"), str)
+        return None if ok else "thinking without its text or signature"
+    if kind == "redacted_thinking":
+        return None if isinstance(block.get("data"), str) else "redacted thinking without data"
+    if kind in ("image", "document"):
+        return None if isinstance(block.get("source"), dict) else f"{kind} without a source"
+    return None  # server tool blocks and newer kinds: the API knows them
+
+
 def _user(content: list[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "user", "content": content}
 
@@ -188,12 +250,15 @@ class HistoryBuilder:
     with the summary (see `HistoryBuilder.from_entries`).
     """
 
-    __slots__ = ("_known", "_pending", "messages")
+    __slots__ = ("_known", "_pending", "_turn", "messages")
 
     def __init__(self, summary: str | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self._pending: list[str] = []
         self._known: set[str] = set()
+        self._turn: tuple[str, int, dict[str, Any] | None, list[str]] | None = None
+        """Where the latest user turn started (its entry id, the message count, the last message
+        then, the pending calls then): what a failed turn rolls back to."""
         if summary is not None:
             self.messages.append(_user([{"type": "text", "text": COMPACTION_PREFIX + summary}]))
 
@@ -207,15 +272,35 @@ class HistoryBuilder:
         return builder
 
     def add(self, entry: AnyEntry) -> None:
-        """Apply one entry; only the last message ever changes (or one is appended)."""
+        """Apply one entry; only the last message ever changes (or one is appended), except that a
+        failed turn is taken out again."""
         if isinstance(entry, MessageEntry):
             if entry.role == "assistant":
                 self._add_assistant(entry.content)
             else:
+                if is_user_turn(entry):
+                    last = self.messages[-1] if self.messages else None
+                    self._turn = (entry.id, len(self.messages), last, list(self._pending))
                 self._add_user(entry.content)
-        elif isinstance(entry, CustomEntry) and entry.message:
-            self.close()
-            self._push("user", [{"type": "text", "text": entry.message}])
+        elif isinstance(entry, CustomEntry):
+            if entry.custom_type == TURN_FAILED:
+                self._drop_turn(str(entry.data.get("turn", "")))
+            elif entry.message:
+                self.close()
+                self._push("user", [{"type": "text", "text": entry.message}])
+
+    def _drop_turn(self, entry_id: str) -> None:
+        """A turn that ended in a model error leaves later requests: its user message would
+        otherwise be sent again with every later one, and a message the API always refuses would
+        fail every later turn. The transcript keeps it, marked failed."""
+        if self._turn is None or self._turn[0] != entry_id:
+            return
+        _, count, last, pending = self._turn
+        del self.messages[count:]
+        if count and last is not None:
+            self.messages[count - 1] = last
+        self._pending = pending
+        self._turn = None
 
     def close(self) -> None:
         """Answer every pending `tool_use` with an 'interrupted' error result."""

@@ -182,7 +182,9 @@ async def test_persistent_500_is_a_clear_error_and_the_session_stays_valid(
     messages = fake_server.requests[-1].messages
     _assert_alternating(messages)
     texts = [b["text"] for b in messages[0]["content"]]
-    assert texts == ["first message", "second message"]
+    # The failed turn stays in the transcript but leaves later requests (issue 12: it used to be
+    # sent again with every later message, and one the API always refuses failed them all).
+    assert texts == ["second message"]
 
 
 async def test_stream_reports_error_then_done(make_agent, fake_server: FakeAnthropicServer) -> None:

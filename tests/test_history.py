@@ -19,12 +19,14 @@ from openclaw_mini.config import PruningConfig
 from openclaw_mini.context.pruning import Pruner, prune_messages
 from openclaw_mini.session import LiveSession, SessionCache, SessionKey, SessionStore
 from openclaw_mini.transcript import (
+    TURN_FAILED,
     AnyEntry,
     CompactionEntry,
     CustomEntry,
     HistoryBuilder,
     MessageEntry,
     build_messages,
+    is_user_turn,
 )
 
 # One step of a history, drawn as a tag plus a few numbers; turned into entries below.
@@ -32,7 +34,7 @@ STEP = st.tuples(
     st.sampled_from(
         [
             *("user", "assistant", "tool_use", "results", "partial", "orphan", "blank", "paused"),
-            *("note", "quiet", "compact_keep", "compact_none", "compact_missing"),
+            *("note", "quiet", "compact_keep", "compact_none", "compact_missing", "failed", "failed_old"),
         ]
     ),
     st.integers(0, 3),
@@ -68,6 +70,10 @@ def _entries(steps: list[tuple[str, int]]) -> list[AnyEntry]:
             entries.append(MessageEntry(role="user", content=[orphan, text]))
         elif kind == "note":
             entries.append(CustomEntry(custom_type="subagent_result", message=f"note {counter}"))
+        elif kind in ("failed", "failed_old"):  # the latest user turn failed (or an older one: a no-op)
+            users = [e for e in entries if isinstance(e, MessageEntry) and is_user_turn(e)]
+            target = users[-1 if kind == "failed" else 0].id if users else "missing"
+            entries.append(CustomEntry(custom_type=TURN_FAILED, data={"turn": target, "error": "500"}))
         elif kind == "quiet":
             entries.append(CustomEntry(custom_type="memory_flush", data={"n": n}))
         else:

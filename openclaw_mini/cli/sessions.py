@@ -75,7 +75,7 @@ def show(
 ) -> None:
     """Print a session's messages."""
     from ..session import SessionKey
-    from ..transcript import CompactionEntry, CustomEntry, MessageEntry, text_of
+    from ..transcript import TURN_FAILED, CompactionEntry, CustomEntry, MessageEntry, text_of
     from .config import configured_agent_id
 
     key = SessionKey.parse(session, agent_id or configured_agent_id(workspace))
@@ -84,6 +84,11 @@ def show(
         fail(f"No session {key} in {workspace}.")
     for warning in loaded.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    failed = {
+        str(entry.data.get("turn")): str(entry.data.get("error", ""))
+        for entry in loaded.entries
+        if isinstance(entry, CustomEntry) and entry.custom_type == TURN_FAILED
+    }
     for entry in loaded.entries[-limit:]:
         if isinstance(entry, MessageEntry):
             text = text_of(entry.content)
@@ -91,9 +96,13 @@ def show(
             if not text and tools:
                 text = ", ".join(f"[{b['type']} {b.get('name', '')}]".replace(" ]", "]") for b in tools)
             tag = " (silent)" if entry.hidden else ""
+            if entry.id in failed:
+                tag += " (failed: left out of later requests)"
             typer.echo(f"{entry.timestamp} {entry.role}{tag}: {text}")
         elif isinstance(entry, CompactionEntry):
             typer.echo(f"{entry.timestamp} [compaction {entry.tokens_before} -> {entry.tokens_after} tokens]")
+        elif isinstance(entry, CustomEntry) and entry.custom_type == TURN_FAILED:
+            typer.echo(f"{entry.timestamp} [turn failed] {entry.data.get('error', '')}".rstrip())
         elif isinstance(entry, CustomEntry):
             typer.echo(f"{entry.timestamp} [{entry.custom_type}] {entry.message or ''}".rstrip())
 
