@@ -162,8 +162,8 @@ class Agent:
         from .heartbeat.host import AgentHeartbeat  # the heartbeat package loads only when used
 
         self._heartbeat = AgentHeartbeat(
-            self.workspace,
-            heartbeat,
+            workspace=self.workspace,
+            setting=heartbeat,
             timezone=config.timezone,
             run=self.run,
             busy=lambda session: self._lanes.busy(str(self.session_key(session))),
@@ -193,7 +193,7 @@ class Agent:
                 wake=self._services.heartbeat.request,
             )
         self._context = ContextManager(
-            config,
+            config=config,
             model=lambda: self.model,
             offered_tools=lambda: self.tools,
             policy=config.tool_policy,
@@ -347,14 +347,7 @@ class Agent:
             raise
         finally:
             await self._flush(session)
-        return RunResult(
-            text=outcome.text,
-            session_key=name,
-            tool_calls=outcome.tool_calls,
-            usage=outcome.usage,
-            stop_reason=outcome.stop_reason,
-            turns=outcome.turns,
-        )
+        return outcome.result(name)
 
     async def _add_mcp_tools(self, session_key: str, emit: Callable[[RunEvent], None]) -> None:
         """Start the MCP servers (first run, or after a failed start) and register their tools."""

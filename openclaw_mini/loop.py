@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .errors import ToolError, ToolRefused, ToolTimeout
-from .events import RunEvent, ToolCallRecord
+from .events import RunEvent, RunResult, ToolCallRecord
 from .llm import ContextOverflowError, Model, ModelRequest, ModelResponse, TextDelta, ThinkingDelta, Usage
 from .tools.base import Tool, ToolContext, render_tool_output
 from .tools.policy import Sandbox, ToolPolicy
@@ -59,6 +59,17 @@ class LoopOutcome:
     usage: Usage = field(default_factory=Usage)
     stop_reason: str = "end_turn"
     turns: int = 0
+
+    def result(self, session_key: str) -> RunResult:
+        """What `Agent.run` returns for this outcome."""
+        return RunResult(
+            text=self.text,
+            session_key=session_key,
+            tool_calls=self.tool_calls,
+            usage=self.usage,
+            stop_reason=self.stop_reason,
+            turns=self.turns,
+        )
 
 
 async def run_tool_loop(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .transcript import CustomEntry
@@ -21,40 +22,25 @@ if TYPE_CHECKING:
 __all__ = ["Subagents"]
 
 
+@dataclass
 class Subagents:
     """Spawns children, tracks background ones, and delivers their results into a session."""
 
-    def __init__(
-        self,
-        *,
-        agent_id: str,
-        sessions: SessionStore,
-        parse_key: Callable[[str], SessionKey],
-        spawn: Callable[[Sequence[str] | None], Subagent],
-        append_note: Callable[[SessionKey, CustomEntry], Awaitable[None]],
-        wake: Callable[[str], None],
-    ) -> None:
-        self._agent_id = agent_id
-        self._sessions = sessions
-        self._parse_key = parse_key
-        self._spawn = spawn
-        self._append_note = append_note
-        self._wake = wake
-        self._background: set[asyncio.Task[None]] = set()
-
-    @property
-    def agent_id(self) -> str:
-        return self._agent_id
-
-    @property
-    def sessions(self) -> SessionStore:
-        return self._sessions
+    agent_id: str
+    sessions: SessionStore
+    parse_key: Callable[[str], SessionKey]
+    spawn: Callable[[Sequence[str] | None], Subagent]
+    append_note: Callable[[SessionKey, CustomEntry], Awaitable[None]]
+    """Adds a note to a session, in that session's lane."""
+    wake: Callable[[str], None]
+    """Wakes the heartbeat (a finished background child reports as `exec`)."""
+    _background: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def session_key(self, session: str) -> SessionKey:
-        return self._parse_key(session)
+        return self.parse_key(session)
 
     def spawn_child(self, tools: Sequence[str] | None = None) -> Subagent:
-        return self._spawn(tools)
+        return self.spawn(tools)
 
     def track_background(self, task: asyncio.Task[None]) -> None:
         """Keep a background task alive until it ends (and cancel it on `aclose`)."""
@@ -64,8 +50,8 @@ class Subagents:
     async def deliver_subagent_result(self, session: str, note: str, *, data: dict[str, Any]) -> None:
         """Write a background sub-agent's result into the parent session and wake the heartbeat."""
         entry = CustomEntry(custom_type="subagent_result", data=data, message=note)
-        await self._append_note(self._parse_key(session), entry)
-        self._wake("exec")
+        await self.append_note(self.parse_key(session), entry)
+        self.wake("exec")
 
     async def aclose(self) -> None:
         for task in list(self._background):

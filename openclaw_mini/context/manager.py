@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,31 +101,26 @@ class _HiddenHistory:
         self._session.append(entry)
 
 
+@dataclass
 class ContextManager:
-    """Builds requests and keeps each session's context inside the window (see module docstring)."""
+    """Builds requests and keeps each session's context inside the window (see module docstring).
 
-    def __init__(
-        self,
-        config: AgentConfig,
-        *,
-        model: Callable[[], Model],
-        offered_tools: Callable[[], list[Tool]],
-        policy: ToolPolicy,
-        sandbox: Sandbox,
-        tool_context: Callable[[str], Callable[[str], ToolContext]],
-        skill_loader: SkillLoader | None,
-        system_prompt_extra: str | None = None,
-    ) -> None:
-        self.config = config
-        self.workspace: Path = config.workspace_dir
-        self._model = model
-        self._offered_tools = offered_tools
-        self._policy = policy
-        self._sandbox = sandbox
-        self._tool_context = tool_context
-        self._skill_loader = skill_loader
-        self._system_prompt_extra = system_prompt_extra
-        self._bootstrap_loader: BootstrapLoader | None = None
+    It reaches the model, tools and sandbox only through what the agent hands it here."""
+
+    config: AgentConfig
+    model: Callable[[], Model]
+    offered_tools: Callable[[], list[Tool]]
+    """The tools the agent offers now (after policy and sandbox)."""
+    policy: ToolPolicy
+    sandbox: Sandbox
+    tool_context: Callable[[str], Callable[[str], ToolContext]]
+    skill_loader: SkillLoader | None
+    system_prompt_extra: str | None = None
+    _bootstrap_loader: BootstrapLoader | None = field(default=None, init=False)
+
+    @property
+    def workspace(self) -> Path:
+        return self.config.workspace_dir
 
     def attach(self, session: LiveSession) -> ActiveSession:
         """A session just loaded from disk, with fresh context state."""
@@ -140,10 +135,10 @@ class ContextManager:
     # -- the request -----------------------------------------------------------------------
 
     async def skills(self, session_key: str, emit: Emit) -> SkillSnapshot | None:
-        if self._skill_loader is None:
+        if self.skill_loader is None:
             return None
         try:
-            return await self._skill_loader.aload()
+            return await self.skill_loader.aload()
         except Exception as exc:  # skills must never break a run
             emit(RunEvent("warning", session_key, text=f"Skills could not be loaded: {exc}"))
             return None
@@ -191,7 +186,7 @@ class ContextManager:
             from ..memory import MEMORY_PROMPT_GUIDANCE
 
             memory_guidance = MEMORY_PROMPT_GUIDANCE
-        tools = self._offered_tools()
+        tools = self.offered_tools()
         prompt = build_system_prompt(
             agent_id=self.config.agent_id,
             tools=tools,
@@ -200,7 +195,7 @@ class ContextManager:
             memory_guidance=memory_guidance,
             workspace=self.workspace,
             now=self.now(),
-            extra_instructions=self._system_prompt_extra,
+            extra_instructions=self.system_prompt_extra,
         )
         return ModelRequest(
             model=self.config.model,
@@ -303,17 +298,17 @@ class ContextManager:
 
         try:
             outcome = await run_tool_loop(
-                model=self._model(),
+                model=self.model(),
                 history=hidden,
                 base_request=flush_request,
                 tools=tools,
-                policy=self._policy,
-                sandbox=self._sandbox,
+                policy=self.policy,
+                sandbox=self.sandbox,
                 hooks=LoopHooks(
                     emit=lambda event: None,
                     prepare=unchanged,
                     on_overflow=no_overflow,
-                    tool_context=self._tool_context(name),
+                    tool_context=self.tool_context(name),
                 ),
                 max_turns=FLUSH_MAX_TURNS,
                 session_key=name,
@@ -353,7 +348,7 @@ class ContextManager:
             max_tokens=min(budget, self.config.max_tokens),
             max_input_tokens=max(window - budget - 1_000, 256),
         )
-        summary, _usage = await summarize(self._model(), summary_request)
+        summary, _usage = await summarize(self.model(), summary_request)
         entry = make_compaction_entry(plan, summary, plan.tokens_after(summary))
         session.append(entry)  # the history restarts from the summary; the pruner notices
         state.flushed_this_cycle = False
@@ -373,4 +368,4 @@ class ContextManager:
 
     def flush_tools(self) -> Mapping[str, Tool]:
         """The tools the memory flush may use (a subset of what the agent offers)."""
-        return {tool.name: tool for tool in self._offered_tools() if tool.name in FLUSH_TOOLS}
+        return {tool.name: tool for tool in self.offered_tools() if tool.name in FLUSH_TOOLS}

@@ -8,6 +8,7 @@ never sees the agent itself.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,49 +24,41 @@ if TYPE_CHECKING:
 __all__ = ["AgentHeartbeat"]
 
 
+@dataclass
 class AgentHeartbeat:
     """The heartbeat of one agent (see the module docstring)."""
 
-    def __init__(
-        self,
-        workspace: Path,
-        setting: Any,
-        *,
-        timezone: str | None,
-        run: Callable[[str, str], Awaitable[RunResult]],
-        busy: Callable[[str], bool],
-        handle: HeartbeatHandle,
-    ) -> None:
-        self._workspace = workspace
-        self._setting = setting
-        self._timezone = timezone
-        self._run = run
-        self._busy = busy
-        self._handle = handle
-        self.runner: HeartbeatRunner | None = None
-        """The started runner (None until `start`)."""
+    workspace: Path
+    setting: Any
+    """What the agent was given: a `HeartbeatConfig`, a dict, a duration, False/0/"off" or None."""
+    timezone: str | None
+    run: Callable[[str, str], Awaitable[RunResult]]
+    busy: Callable[[str], bool]
+    handle: HeartbeatHandle
+    runner: HeartbeatRunner | None = field(default=None, init=False)
+    """The started runner (None until `start`)."""
 
     @property
     def config(self) -> HeartbeatConfig:
         """The settings (`{}`, `False`, `0` or `"off"` turn it off; None means defaults), with the
         agent's timezone when the heartbeat names none."""
-        config = HeartbeatConfig.coerce(self._setting)
-        if self._timezone and not config.timezone:
-            config = config.model_copy(update={"timezone": self._timezone})
+        config = HeartbeatConfig.coerce(self.setting)
+        if self.timezone and not config.timezone:
+            config = config.model_copy(update={"timezone": self.timezone})
         return config
 
     async def turn(self, prompt: str, tasks: Any, request: HeartbeatRequest) -> HeartbeatTurn:
         """One heartbeat turn: a normal run on the heartbeat session (pruned and compacted like any
         session). If a user turn holds that session's lane, report busy so the wake layer retries."""
         session = request.session or self.config.session
-        if self._busy(session):
+        if self.busy(session):
             raise HeartbeatBusy(f"session {session} is busy")
-        result = await self._run(session, prompt)
+        result = await self.run(session, prompt)
         return HeartbeatTurn(text=result.text, tokens=result.usage.total_tokens)
 
     def make_runner(self, callback: Any = None, deliver: Any = None) -> HeartbeatRunner:
         return HeartbeatRunner(
-            self._workspace, self.config, run_turn=self.turn, callback=callback, deliver=deliver
+            self.workspace, self.config, run_turn=self.turn, callback=callback, deliver=deliver
         )
 
     def start(self, callback: Any = None, deliver: Any = None) -> None:
@@ -73,7 +66,7 @@ class AgentHeartbeat:
             return
         self.runner = self.make_runner(callback, deliver)
         self.runner.start()
-        self._handle.runner = self.runner
+        self.handle.runner = self.runner
 
     def request(self, reason: str) -> None:
         if self.runner is None:
@@ -88,7 +81,7 @@ class AgentHeartbeat:
 
     async def stop(self) -> None:
         runner, self.runner = self.runner, None
-        if self._handle.runner is runner:
-            self._handle.runner = None
+        if self.handle.runner is runner:
+            self.handle.runner = None
         if runner is not None:
             await runner.aclose()
