@@ -864,7 +864,9 @@ class EmbeddedWorldState(WorldState):
             await loop.run_in_executor(self._executor, self._close_db)
         finally:
             self._closed = True
-            self._executor.shutdown(wait=True)
+            # Not joined here (that would block the loop): closing ran last on the one worker thread,
+            # which ends by itself once it is done.
+            self._executor.shutdown(wait=False)
 
     def __repr__(self) -> str:
         return f"EmbeddedWorldState({str(self.path)!r})"

@@ -119,10 +119,14 @@ def _secret_values(base: Mapping[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def _shell() -> str:
+def _find_shell() -> str:
     if os.access("/bin/bash", os.X_OK):
         return "/bin/bash"
     return shutil.which("sh") or "/bin/sh"
+
+
+_SHELL = _find_shell()
+"""Found once at import: every command runs through it, and the lookup touches the disk."""
 
 
 class _Capture:
@@ -317,7 +321,7 @@ def _harden_fallback() -> None:
 async def _spawn(command: str, cwd: Path, env: Mapping[str, str], isolation: ExecIsolation) -> _Launch:
     loop = asyncio.get_running_loop()
     child_env = dict(env)
-    argv: list[str] = [_shell(), "-c", command]
+    argv: list[str] = [_SHELL, "-c", command]
     marker: str | None = None
     report_r: int | None = None
     report_w: int | None = None
@@ -333,7 +337,8 @@ async def _spawn(command: str, cwd: Path, env: Mapping[str, str], isolation: Exe
             )
         if probe is not None:
             exec_isolation.warn_fallback(probe.reason)
-        _harden_fallback()
+        if not _fallback_hardened:  # once per process; finding libc may run `ldconfig`
+            await asyncio.to_thread(_harden_fallback)
         marker = secrets.token_hex(12)
         child_env[exec_isolation.EXEC_MARKER_VARIABLE] = marker
     try:
