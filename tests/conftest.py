@@ -87,6 +87,8 @@ class _MayBlock(NamedTuple):
 
 _PATH_CALLS = ("os.stat", "os.path.abspath", "os.readlink")
 _FILE_WRITES = ("io.TextIOWrapper.write", "io.BufferedWriter.write")
+_READS = ("io.BufferedReader.read", "io.TextIOWrapper.read", "os.read")
+_LISTINGS = ("os.listdir", "os.scandir")
 
 # Every place the library may block the event loop, each with its reason. Everything else that
 # blocks inside `openclaw_mini` (file I/O, sleeps, sockets, SQLite, locks) while a loop runs fails.
@@ -106,8 +108,8 @@ _MAY_BLOCK: tuple[_MayBlock, ...] = (
     _MayBlock(
         "openclaw_mini/memory/store.py",
         frozenset({"__init__"}),
-        _PATH_CALLS,
-        "the MemoryStore checks and resolves its workspace once (its reads and writes run in threads)",
+        (*_PATH_CALLS, *_READS),
+        "the MemoryStore checks its workspace and loads its zone once (its reads and writes run in threads)",
     ),
     _MayBlock(
         "openclaw_mini/heartbeat/config.py",
@@ -144,6 +146,57 @@ _MAY_BLOCK: tuple[_MayBlock, ...] = (
         frozenset({"load_sync", "append_sync", "delete_sync"}),
         (*_PATH_CALLS, "io.BufferedReader.read", "os.mkdir", "os.write", "os.read"),
         "the `*_sync` methods are the explicitly blocking API (the CLI, tests); the loop awaits the others",
+    ),
+    _MayBlock(
+        "openclaw_mini/heartbeat/runner.py",
+        frozenset({"status"}),
+        (*_PATH_CALLS, "io.BufferedReader.read", "io.TextIOWrapper.read"),
+        "`status()` is the synchronous report for the CLI and tests (ticks read the files in a thread)",
+    ),
+    _MayBlock(
+        "openclaw_mini/state/server.py",
+        frozenset({"serve_in_background"}),
+        (*_PATH_CALLS, "os.getcwd", "os.listdir", "io.TextIOWrapper.read", "io.BufferedReader.read"),
+        "starting the server, once: uvicorn loads its config (tests, the benchmark, the example)",
+    ),
+    _MayBlock(
+        "openclaw_mini/fleet/worker.py",
+        frozenset({"agents", "_workspace"}),
+        (*_PATH_CALLS, "os.listdir", "os.scandir"),
+        "listing the agent folders when a worker starts and preparing a conversation's workspace"
+        " (being reworked by the fleet engineers; should move to a thread)",
+    ),
+    _MayBlock(
+        "openclaw_mini/fleet/store.py",
+        frozenset({"_check_fresh"}),
+        _PATH_CALLS,
+        "the write guard resolves the path (a few stats) before each write/edit (fleet engineers' file;"
+        " should move to a thread)",
+    ),
+    _MayBlock(
+        "openclaw_mini/state/auth.py",
+        frozenset({"__init__"}),
+        (*_PATH_CALLS, "io.TextIOWrapper.read"),
+        "a NamespaceRegistry reads its file once when built (the server's lookups run in threads)",
+    ),
+    _MayBlock(
+        "<frozen importlib._bootstrap>",
+        frozenset({"_call_with_frames_removed"}),
+        (
+            *_PATH_CALLS,
+            "os.getcwd",
+            "os.listdir",
+            "os.scandir",
+            "io.BufferedReader.read",
+            "io.TextIOWrapper.read",
+        ),
+        "a module's first import (heavy libraries are imported lazily, on first use, by design)",
+    ),
+    _MayBlock(
+        "importlib/metadata/__init__.py",
+        frozenset({"version", "metadata", "distribution", "from_name"}),
+        (*_PATH_CALLS, *_LISTINGS, *_READS),
+        "package metadata: redis-py reads its own version when it opens a connection",
     ),
     _MayBlock(
         "logging/__init__.py",

@@ -125,8 +125,15 @@ def _find_shell() -> str:
     return shutil.which("sh") or "/bin/sh"
 
 
-_SHELL = _find_shell()
-"""Found once at import: every command runs through it, and the lookup touches the disk."""
+_shell_path: str | None = None
+
+
+async def _shell() -> str:
+    """The shell every command runs through; looked up once, in a thread (it touches the disk)."""
+    global _shell_path
+    if _shell_path is None:
+        _shell_path = await asyncio.to_thread(_find_shell)
+    return _shell_path
 
 
 class _Capture:
@@ -321,7 +328,7 @@ def _harden_fallback() -> None:
 async def _spawn(command: str, cwd: Path, env: Mapping[str, str], isolation: ExecIsolation) -> _Launch:
     loop = asyncio.get_running_loop()
     child_env = dict(env)
-    argv: list[str] = [_SHELL, "-c", command]
+    argv: list[str] = [await _shell(), "-c", command]
     marker: str | None = None
     report_r: int | None = None
     report_w: int | None = None
