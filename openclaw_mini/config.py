@@ -205,9 +205,6 @@ def build_config(**values: Any) -> AgentConfig:
     try:
         return AgentConfig(**{key: value for key, value in values.items() if value is not None})
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "config"
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {message}")
-        raise ConfigError("Invalid agent configuration: " + "; ".join(problems)) from None
+        from ._validation import describe_problems
+
+        raise ConfigError("Invalid agent configuration: " + describe_problems(exc, "config")) from None

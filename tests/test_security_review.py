@@ -3,6 +3,7 @@ memory tools, the skill loader and session keys (see the review report for the i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import tracemalloc
@@ -85,7 +86,7 @@ async def test_symlink_loop_is_refused_and_does_not_break_grep_or_ls(
 
     for path in ("loop", "a", "loop/x.txt"):
         with pytest.raises(ToolRefused, match="symlink loop"):
-            ctx.sandbox.resolve_path(path)
+            await asyncio.to_thread(ctx.sandbox.resolve_path, path)
     with pytest.raises(ToolRefused):
         await call(read, ctx, path="loop")
     with pytest.raises(ToolRefused):
@@ -131,7 +132,8 @@ async def test_writes_into_runtime_state_and_git_are_refused(workspace: Path, ct
     assert created.startswith("Created")
     assert (await call(write, ctx, path="docs/git/notes.md", content="x\n")).startswith("Created")
     open_sandbox = Sandbox(workspace, SandboxConfig(enabled=False))
-    assert open_sandbox.resolve_path(".git/config", write=True) == workspace / ".git" / "config"
+    opened = await asyncio.to_thread(open_sandbox.resolve_path, ".git/config", write=True)
+    assert opened == workspace / ".git" / "config"
 
 
 # -- files.py -----------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ async def test_memory_paths_with_symlink_loops_are_refused(workspace: Path) -> N
     os.symlink("loop.md", workspace / "memory" / "loop.md")
     with MemoryStore(workspace, timezone="UTC", clock=lambda: NOW) as store:
         with pytest.raises(MemoryPathError, match="symlink loop"):
-            store.get("memory/loop.md")
+            await asyncio.to_thread(store.get, "memory/loop.md")
         context = ToolContext(
             workspace=workspace,
             session_key="agent:main:t",

@@ -179,7 +179,8 @@ async def test_writes_need_the_owning_token(secured: tuple[str, FakeClock], tmp_
     assert invalid.status_code == 400 and "3-32" in invalid.json()["error"]
     stored = (tmp_path / "namespaces.json").read_text()
     assert token not in stored and other not in stored  # only hashes are kept
-    assert NamespaceRegistry(tmp_path / "namespaces.json").owner_of(token) == "lab"
+    reread = await asyncio.to_thread(NamespaceRegistry, tmp_path / "namespaces.json")
+    assert await asyncio.to_thread(reread.owner_of, token) == "lab"
 
     async with (
         RemoteWorldState(url, token=None) as anonymous,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import WorkspaceOption, fail, handle_errors
+from .common import WorkspaceOption, handle_errors
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -72,8 +72,6 @@ def show(
     changed: Annotated[bool, typer.Option("--changed", help="Only values that are not defaults.")] = False,
 ) -> None:
     """Print every setting, its effective value and where it came from (flag, env, file:line, default)."""
-    if not workspace.expanduser().is_dir():
-        fail(f"The workspace {workspace} is not a folder.")
     from ..settings import CONFIG_FILE, user_config_file
 
     settings = command_settings(workspace)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import WorkspaceOption, fail, handle_errors
+from .common import WorkspaceOption, handle_errors
 
 __all__ = ["app", "probe_servers"]
 
@@ -48,8 +48,6 @@ def list_servers(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Start every configured server once and show its state and tools (exit 1 if one fails)."""
-    if not workspace.expanduser().is_dir():
-        fail(f"The workspace {workspace} is not a folder.")
     rows = asyncio.run(probe_servers(workspace.expanduser()))
     if as_json:
         import json

@@ -16,12 +16,21 @@ _PREVIEW_BYTES = 64 * 1024
 app = typer.Typer(help="List, show and remove sessions.", no_args_is_help=True)
 
 AgentOption = Annotated[str | None, typer.Option("--agent-id", help="Agent id (default: main).")]
+SessionArgument = Annotated[str, typer.Argument(help="Session id or full key.")]
 
 
 def _store(workspace: Path):  # type: ignore[no-untyped-def]
     from ..session import SessionStore
 
     return SessionStore(workspace.expanduser() / ".openclaw-mini", workspace=workspace)
+
+
+def _key(session: str, workspace: Path, agent_id: str | None):  # type: ignore[no-untyped-def]
+    """The full key a user's session id names (the agent: `--agent-id`, else the configured one)."""
+    from ..session import SessionKey
+    from .config import configured_agent_id
+
+    return SessionKey.parse(session, agent_id or configured_agent_id(workspace))
 
 
 def preview(path: Path, width: int = 60) -> str:
@@ -68,17 +77,15 @@ def list_sessions(workspace: WorkspaceOption = Path("."), agent_id: AgentOption 
 @app.command()
 @handle_errors
 def show(
-    session: Annotated[str, typer.Argument(help="Session id or full key.")],
+    session: SessionArgument,
     workspace: WorkspaceOption = Path("."),
     agent_id: AgentOption = None,
     limit: Annotated[int, typer.Option(help="Show the last N messages.")] = 50,
 ) -> None:
     """Print a session's messages."""
-    from ..session import SessionKey
     from ..transcript import TURN_FAILED, CompactionEntry, CustomEntry, MessageEntry, text_of
-    from .config import configured_agent_id
 
-    key = SessionKey.parse(session, agent_id or configured_agent_id(workspace))
+    key = _key(session, workspace, agent_id)
     loaded = _store(workspace).load_sync(key)
     if not loaded.entries and loaded.header is None:
         fail(f"No session {key} in {workspace}.")
@@ -110,15 +117,10 @@ def show(
 @app.command()
 @handle_errors
 def rm(
-    session: Annotated[str, typer.Argument(help="Session id or full key.")],
-    workspace: WorkspaceOption = Path("."),
-    agent_id: AgentOption = None,
+    session: SessionArgument, workspace: WorkspaceOption = Path("."), agent_id: AgentOption = None
 ) -> None:
     """Delete a session's transcript."""
-    from ..session import SessionKey
-    from .config import configured_agent_id
-
-    key = SessionKey.parse(session, agent_id or configured_agent_id(workspace))
+    key = _key(session, workspace, agent_id)
     if not _store(workspace).delete_sync(key):
         fail(f"No session {key} in {workspace}.")
     typer.echo(f"Removed {key}.")

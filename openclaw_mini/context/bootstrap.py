@@ -143,7 +143,7 @@ class BootstrapLoader:
 
             config = BootstrapConfig.model_validate({})
         self.config = config
-        self._root = os.path.realpath(self.workspace)
+        self._real_root: str | None = None
         self._cache: dict[str, _CacheEntry] = {}
 
     async def aload(self, *, subagent: bool = False) -> BootstrapContext:
@@ -214,6 +214,14 @@ class BootstrapLoader:
         return result
 
     # -- one file ---------------------------------------------------------------------------
+
+    @property
+    def _root(self) -> str:
+        """The workspace with links resolved: found on the first load, which `aload` runs in a
+        thread (the loader is built on the event loop)."""
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self.workspace)
+        return self._real_root
 
     def _read(self, name: str) -> _CacheEntry | None:
         """The cached or freshly read file; None when it does not exist."""

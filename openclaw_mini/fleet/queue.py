@@ -20,7 +20,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import FleetError
-from .models import Claim, FileChange, FileMeta, FleetStatus, Message, MessageResult, RetryPolicy, WorkerInfo
+from .models import (
+    Claim,
+    FileChange,
+    FileMeta,
+    FleetStatus,
+    Message,
+    MessageResult,
+    RetryPolicy,
+    WorkerInfo,
+    validate_message,
+)
 
 __all__ = ["DEFAULT_FLEET_URL", "FLEET_URL_ENV", "Queue", "open_queue", "redact_url", "resolve_url"]
 
@@ -55,7 +65,6 @@ class Queue(abc.ABC):
     retry: RetryPolicy
 
     # -- messages ------------------------------------------------------------------------------
-    @abc.abstractmethod
     async def enqueue(
         self,
         agent: str,
@@ -66,6 +75,14 @@ class Queue(abc.ABC):
         idempotency_key: str | None = None,
     ) -> tuple[Message, bool]:
         """Append a (validated) message to its conversation; `(message, created)`."""
+        validate_message(agent, conversation, text, priority, idempotency_key)
+        return await self._enqueue(agent, conversation, text, priority, idempotency_key)
+
+    @abc.abstractmethod
+    async def _enqueue(
+        self, agent: str, conversation: str, text: str, priority: int, idempotency_key: str | None
+    ) -> tuple[Message, bool]:
+        """`enqueue` once the message passed `validate_message`."""
 
     @abc.abstractmethod
     async def claim(self, worker_id: str, *, lease_seconds: float, limit: int = 1) -> list[Claim]:

@@ -28,7 +28,6 @@ from .models import (
     RetryPolicy,
     WorkerInfo,
     priority_band,
-    validate_message,
 )
 from .queue import Queue, redact_url
 
@@ -407,16 +406,9 @@ class RedisQueue(Queue):
         ]
 
     # -- messages ------------------------------------------------------------------------------
-    async def enqueue(
-        self,
-        agent: str,
-        conversation: str,
-        text: str,
-        *,
-        priority: int = 50,
-        idempotency_key: str | None = None,
+    async def _enqueue(
+        self, agent: str, conversation: str, text: str, priority: int, idempotency_key: str | None
     ) -> tuple[Message, bool]:
-        validate_message(agent, conversation, text, priority, idempotency_key)
         draft = Message(
             id="m-" + uuid.uuid4().hex[:20],
             agent=agent,

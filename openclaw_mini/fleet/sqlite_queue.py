@@ -27,7 +27,6 @@ from .models import (
     RetryPolicy,
     WorkerInfo,
     priority_band,
-    validate_message,
 )
 from .queue import Queue
 
@@ -55,6 +54,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 _OPEN = "('queued', 'leased')"
+
+
+def _row(conn: sqlite3.Connection, message_id: str) -> Any:
+    """The message's `sqlite3.Row`, or None."""
+    return conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
 
 
 class SqliteQueue(Queue):
@@ -120,16 +124,9 @@ class SqliteQueue(Queue):
         return await asyncio.to_thread(run)
 
     # -- messages ------------------------------------------------------------------------------
-    async def enqueue(
-        self,
-        agent: str,
-        conversation: str,
-        text: str,
-        *,
-        priority: int = 50,
-        idempotency_key: str | None = None,
+    async def _enqueue(
+        self, agent: str, conversation: str, text: str, priority: int, idempotency_key: str | None
     ) -> tuple[Message, bool]:
-        validate_message(agent, conversation, text, priority, idempotency_key)
 
         def work(conn: sqlite3.Connection, now: float) -> tuple[Message, bool]:
             if idempotency_key is not None:
@@ -203,7 +200,7 @@ class SqliteQueue(Queue):
         return await self._tx(work)
 
     def _leased(self, conn: sqlite3.Connection, claim: Claim) -> sqlite3.Row:
-        row = conn.execute("SELECT * FROM messages WHERE id = ?", (claim.message.id,)).fetchone()
+        row = _row(conn, claim.message.id)
         if row is None or row["state"] != "leased" or row["lease_id"] != claim.lease_id:
             raise StaleLease(
                 f"lease {claim.lease_id} on message {claim.message.id} is no longer held "
@@ -238,7 +235,7 @@ class SqliteQueue(Queue):
         def work(conn: sqlite3.Connection, now: float) -> MessageResult:
             row = self._leased(conn, claim)
             self._fail_row(conn, row, error, retryable, now)
-            return _result(conn.execute("SELECT * FROM messages WHERE id = ?", (row["id"],)).fetchone(), now)
+            return _result(_row(conn, row["id"]), now)
 
         return await self._tx(work)
 
@@ -280,7 +277,7 @@ class SqliteQueue(Queue):
 
     async def message(self, message_id: str) -> MessageResult:
         def work(conn: sqlite3.Connection, now: float) -> MessageResult:
-            row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+            row = _row(conn, message_id)
             if row is None:
                 raise MessageNotFound(f"no message with id {message_id!r} in {self.url}")
             return _result(row, now)
@@ -320,7 +317,7 @@ class SqliteQueue(Queue):
         return await self._tx(work)
 
     def _dead(self, conn: sqlite3.Connection, message_id: str) -> sqlite3.Row:
-        row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        row = _row(conn, message_id)
         if row is None or row["state"] != "dead":
             raise MessageNotFound(f"no dead letter with id {message_id!r} in {self.url}")
         return row
@@ -333,7 +330,7 @@ class SqliteQueue(Queue):
                 " finished_at = NULL WHERE id = ?",
                 (_next_seq(conn), message_id),
             )
-            return _result(conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone(), now)
+            return _result(_row(conn, message_id), now)
 
         return await self._tx(work)
 

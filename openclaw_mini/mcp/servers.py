@@ -116,7 +116,7 @@ class McpServer:
             if self.config.command:
                 from mcp import StdioServerParameters
 
-                errlog = self._open_errlog()
+                errlog = await asyncio.to_thread(self._open_errlog)
                 target = StdioServerParameters(
                     command=self.config.command,
                     args=list(self.config.args),

@@ -26,6 +26,14 @@ __all__ = ["LineSlice", "discover", "locked_append", "read_line_slice", "resolve
 _BLOCK = 1 << 18
 
 
+def _inside(path: Path, workspace: Path, refusal: str) -> str:
+    """`path` relative to the workspace (posix), or `MemoryPathError(refusal)` when it is outside."""
+    try:
+        return path.relative_to(workspace).as_posix()
+    except ValueError:
+        raise MemoryPathError(refusal) from None
+
+
 def resolve_memory_path(workspace: Path, path: str | os.PathLike[str]) -> tuple[Path, str]:
     """Map user input to (absolute path, workspace-relative name) of a memory file, or refuse."""
     raw = os.fspath(path)
@@ -36,12 +44,9 @@ def resolve_memory_path(workspace: Path, path: str | os.PathLike[str]) -> tuple[
     if not candidate.is_absolute():
         candidate = workspace / candidate
     lexical = Path(os.path.normpath(candidate))
-    try:
-        rel = lexical.relative_to(workspace).as_posix()
-    except ValueError:
-        raise MemoryPathError(
-            f"'{shown}' is outside the workspace; only MEMORY.md and memory/*.md can be read"
-        ) from None
+    rel = _inside(
+        lexical, workspace, f"'{shown}' is outside the workspace; only MEMORY.md and memory/*.md can be read"
+    )
     if not is_memory_path(rel):
         raise MemoryPathError(
             f"'{shown}' is not a memory file; only MEMORY.md, memory.md and memory/**/*.md are allowed"
@@ -50,12 +55,9 @@ def resolve_memory_path(workspace: Path, path: str | os.PathLike[str]) -> tuple[
         resolved = lexical.resolve()
     except RuntimeError:  # pathlib's report of a symlink loop (ELOOP)
         raise MemoryPathError(f"'{shown}' is a symlink loop; refused") from None
-    try:
-        real_rel = resolved.relative_to(workspace).as_posix()
-    except ValueError:
-        raise MemoryPathError(
-            f"'{shown}' resolves through a symlink to outside the workspace; refused"
-        ) from None
+    real_rel = _inside(
+        resolved, workspace, f"'{shown}' resolves through a symlink to outside the workspace; refused"
+    )
     if not is_memory_path(real_rel):
         raise MemoryPathError(f"'{shown}' resolves through a symlink to '{real_rel}', not a memory file")
     return lexical, rel

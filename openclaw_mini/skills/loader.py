@@ -3,6 +3,7 @@ per-run load of unchanged skills costs a few hundred `stat` calls."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -37,8 +38,10 @@ _HOME_ENV = "OPENCLAW_MINI_HOME"
 # ------------------------------------------------------------------------------------------- loading
 
 
+@functools.cache
 def bundled_skills_dir() -> Path:
-    """Where the bundled skills live: the checkout's top-level `skills/`, else the wheel's copy."""
+    """Where the bundled skills live: the checkout's top-level `skills/`, else the wheel's copy.
+    Looked up once per process (it cannot move while the package is imported)."""
     package = Path(__file__).resolve().parent.parent  # openclaw_mini/
     checkout = package.parent / "skills"
     if checkout.is_dir() and (package.parent / "pyproject.toml").is_file():

@@ -11,9 +11,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
+from .errors import BatchTooLargeError, InvalidEventError
 from .models import (
+    MAX_DELETE_IDS,
     BatchDeleteResult,
     DeleteResult,
     Entity,
@@ -38,7 +40,52 @@ def normalise_patterns(entity_ids: str | Sequence[str]) -> builtins.list[str]:
     return patterns
 
 
-class Subscription(ABC):
+DeleteFilter = Literal["namespace", "prefix", "entity_ids"]
+
+
+def _one_delete_filter(
+    namespace: str | None, prefix: str | None, entity_ids: Sequence[str] | None
+) -> tuple[DeleteFilter, str | builtins.list[str]]:
+    """The one filter `delete_many` was given, checked the same for every store."""
+    given: tuple[tuple[DeleteFilter, str | Sequence[str] | None], ...] = (
+        ("namespace", namespace),
+        ("prefix", prefix),
+        ("entity_ids", entity_ids),
+    )
+    chosen = [(key, value) for key, value in given if value is not None]
+    if len(chosen) != 1:
+        raise InvalidEventError("delete_many takes exactly one of namespace=, prefix= or entity_ids=")
+    key, value = chosen[0]
+    if isinstance(value, str):
+        if key == "entity_ids":
+            raise InvalidEventError("entity_ids must be a list of ids, not one string")
+        if not value:
+            raise InvalidEventError("an empty namespace or prefix would delete everything; name one")
+        return key, value
+    if len(value) > MAX_DELETE_IDS:
+        raise BatchTooLargeError(
+            f"{len(value):,} entity ids given; one batch delete may remove at most {MAX_DELETE_IDS:,}",
+            status=400,
+        )
+    return key, list(value)
+
+
+class _ClosedOnExit(ABC):
+    """`async with` closes the object (`aclose`) on the way out, whatever happened inside."""
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class Subscription(_ClosedOnExit):
     """A stream of `StateUpdate`s: iterate it, and close it (or use `async with`).
 
     `async with store.subscribe(...) as updates:` returns once the subscription is live, so an
@@ -48,14 +95,6 @@ class Subscription(ABC):
     async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __aiter__(self) -> Self:
         return self
@@ -73,7 +112,7 @@ class Subscription(ABC):
         """Stop receiving updates and free what the subscription holds."""
 
 
-class WorldState(ABC):
+class WorldState(_ClosedOnExit):
     """Shared, event-sourced world state in the Flux model.
 
     Events are the truth; an entity's properties are the shallow merge of its events since its
@@ -103,7 +142,6 @@ class WorldState(ABC):
     async def delete(self, entity_id: str) -> DeleteResult:
         """Publish a tombstone for the entity (a later write recreates it)."""
 
-    @abstractmethod
     async def delete_many(
         self,
         *,
@@ -112,6 +150,11 @@ class WorldState(ABC):
         entity_ids: Sequence[str] | None = None,
     ) -> BatchDeleteResult:
         """Delete by exactly one filter; at most 10,000 entities (`BatchTooLargeError` beyond)."""
+        return await self._delete_matching(*_one_delete_filter(namespace, prefix, entity_ids))
+
+    @abstractmethod
+    async def _delete_matching(self, key: DeleteFilter, value: str | builtins.list[str]) -> BatchDeleteResult:
+        """`delete_many` with its one filter checked: a non-empty namespace or prefix, or ids."""
 
     @abstractmethod
     async def history(
@@ -148,11 +191,3 @@ class WorldState(ABC):
 
     async def __aenter__(self) -> Self:
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()

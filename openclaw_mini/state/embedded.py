@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._sqlite import open_wal, write_transaction
-from .base import EventInput, Subscription, WorldState, normalise_patterns
+from .base import DeleteFilter, EventInput, Subscription, WorldState, normalise_patterns
 from .errors import (
     BatchTooLargeError,
     InvalidEventError,
@@ -592,31 +592,11 @@ class EmbeddedWorldState(WorldState):
         deleted, applied = self._transaction(work)
         return BatchDeleteResult(deleted=deleted, failed=len(errors), errors=errors), applied
 
-    async def delete_many(
-        self,
-        *,
-        namespace: str | None = None,
-        prefix: str | None = None,
-        entity_ids: Sequence[str] | None = None,
-    ) -> BatchDeleteResult:
-        chosen = [
-            name
-            for name, value in (("namespace", namespace), ("prefix", prefix), ("entity_ids", entity_ids))
-            if value is not None
-        ]
-        if len(chosen) != 1:
-            raise InvalidEventError("delete_many takes exactly one of namespace=, prefix= or entity_ids=")
-        if isinstance(entity_ids, str):
-            raise InvalidEventError("entity_ids must be a list of ids, not one string")
-        if entity_ids is not None and len(entity_ids) > MAX_DELETE_IDS:
-            raise BatchTooLargeError(
-                f"{len(entity_ids):,} entity ids given; "
-                f"one batch delete may remove at most {MAX_DELETE_IDS:,}",
-                status=400,
-            )
-        if (namespace is not None and not namespace) or (prefix is not None and not prefix):
-            raise InvalidEventError("an empty namespace or prefix would delete everything; name one")
-        result, applied = await self._run(self._delete_where, namespace, prefix, entity_ids)
+    async def _delete_matching(self, key: DeleteFilter, value: str | builtins.list[str]) -> BatchDeleteResult:
+        filters: dict[str, Any] = {"namespace": None, "prefix": None, "entity_ids": None, key: value}
+        result, applied = await self._run(
+            self._delete_where, filters["namespace"], filters["prefix"], filters["entity_ids"]
+        )
         self._deliver(applied)
         return result
 
@@ -864,7 +844,9 @@ class EmbeddedWorldState(WorldState):
             await loop.run_in_executor(self._executor, self._close_db)
         finally:
             self._closed = True
-            self._executor.shutdown(wait=True)
+            # Not joined here (that would block the loop): closing ran last on the one worker thread,
+            # which ends by itself once it is done.
+            self._executor.shutdown(wait=False)
 
     def __repr__(self) -> str:
         return f"EmbeddedWorldState({str(self.path)!r})"

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticSerializationError
 
+from .._validation import describe_problems
 from .errors import BatchTooLargeError, EventTooLargeError, InvalidEventError
 
 __all__ = [
@@ -289,11 +290,7 @@ class PreparedEvent:
 
 
 def _describe(error: ValidationError, where: str) -> str:
-    problems = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "event"
-        problems.append(f"{field}: {item['msg'].removeprefix('Value error, ')}")
-    return f"{where} is not a valid Flux event: " + "; ".join(problems)
+    return f"{where} is not a valid Flux event: " + describe_problems(error, "event")
 
 
 def prepare_event(

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .base import EventInput, Subscription, WorldState, normalise_patterns
+from .base import DeleteFilter, EventInput, Subscription, WorldState, normalise_patterns
 from .errors import (
     BatchTooLargeError,
     EventTooLargeError,
@@ -34,7 +34,6 @@ from .errors import (
     StateUnavailableError,
 )
 from .models import (
-    MAX_DELETE_IDS,
     BatchDeleteResult,
     DeleteResult,
     Entity,
@@ -210,30 +209,8 @@ class RemoteWorldState(WorldState):
         answer = await self._call("DELETE", entity_path(entity_id))
         return DeleteResult.model_validate(answer)
 
-    async def delete_many(
-        self,
-        *,
-        namespace: str | None = None,
-        prefix: str | None = None,
-        entity_ids: Sequence[str] | None = None,
-    ) -> BatchDeleteResult:
-        filters = {"namespace": namespace, "prefix": prefix, "entity_ids": entity_ids}
-        chosen = {key: value for key, value in filters.items() if value is not None}
-        if len(chosen) != 1:
-            raise InvalidEventError("delete_many takes exactly one of namespace=, prefix= or entity_ids=")
-        if isinstance(entity_ids, str):
-            raise InvalidEventError("entity_ids must be a list of ids, not one string")
-        if entity_ids is not None:
-            if len(entity_ids) > MAX_DELETE_IDS:
-                raise BatchTooLargeError(
-                    f"{len(entity_ids):,} entity ids given; one batch delete may remove at most "
-                    f"{MAX_DELETE_IDS:,}",
-                    status=400,
-                )
-            chosen["entity_ids"] = list(entity_ids)
-        elif not next(iter(chosen.values())):
-            raise InvalidEventError("an empty namespace or prefix would delete everything; name one")
-        answer = await self._call("POST", "/api/state/entities/delete", content=json.dumps(chosen))
+    async def _delete_matching(self, key: DeleteFilter, value: str | builtins.list[str]) -> BatchDeleteResult:
+        answer = await self._call("POST", "/api/state/entities/delete", content=json.dumps({key: value}))
         return BatchDeleteResult.model_validate(answer or {})
 
     # -- reads ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from .._validation import describe_problems
 from ..errors import ToolError
 
 if TYPE_CHECKING:
@@ -119,11 +120,7 @@ class Tool:
 
 
 def _describe_validation_error(tool_name: str, exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "arguments"
-        problems.append(f"{where}: {error['msg']}")
-    return f"Invalid arguments for {tool_name}: " + "; ".join(problems)
+    return f"Invalid arguments for {tool_name}: " + describe_problems(exc, "arguments")
 
 
 def _docstring_parts(function: Callable[..., Any]) -> tuple[str, dict[str, str]]:

@@ -10,6 +10,7 @@ The functions are synchronous: `Tool.invoke` runs them in a worker thread, off t
 from __future__ import annotations
 
 import codecs
+import contextlib
 import fnmatch
 import itertools
 import logging
@@ -64,16 +65,25 @@ GREP_SLURP_BYTES = 4 * 1024 * 1024
 GREP_SKIP_DIRS = frozenset({".git", ".openclaw-mini", "node_modules", ".venv", "__pycache__"})
 
 
-def _open_existing_file(ctx: ToolContext, path: str, *, write: bool = False) -> BinaryIO:
-    """Open `path` for reading (race-free, see `safe_fs`) and insist it is an existing regular file."""
+@contextlib.contextmanager
+def _existing(
+    ctx: ToolContext, path: str, what: str, *, write: bool = False
+) -> Iterator[tuple[safe_fs.Location, os.stat_result]]:
+    """The located `path` and its stat, held open for the block; `"<what> not found"` when it is not there."""
     try:
         location = ctx.sandbox.locate(path, write=write)
     except FileNotFoundError:
-        raise ToolError(f"File not found: {path}") from None
+        raise ToolError(f"{what} not found: {path}") from None
     with location:
         info = location.stat()
         if info is None:
-            raise ToolError(f"File not found: {path}")
+            raise ToolError(f"{what} not found: {path}")
+        yield location, info
+
+
+def _open_existing_file(ctx: ToolContext, path: str, *, write: bool = False) -> BinaryIO:
+    """Open `path` for reading (race-free, see `safe_fs`) and insist it is an existing regular file."""
+    with _existing(ctx, path, "File", write=write) as (location, info):
         if stat.S_ISDIR(info.st_mode):
             raise ToolError(f"{path} is a directory, not a file (use ls to list it).")
         if not stat.S_ISREG(info.st_mode):
@@ -412,15 +422,8 @@ def ls(ctx: ToolContext, path: str = ".") -> str:
     Args:
         path: Directory path, relative to the workspace (default: the workspace itself).
     """
-    try:
-        location = ctx.sandbox.locate(path)
-    except FileNotFoundError:
-        raise ToolError(f"Directory not found: {path}") from None
-    with location:
+    with _existing(ctx, path, "Directory") as (location, info):
         shown = ctx.sandbox.relative(location.path)
-        info = location.stat()
-        if info is None:
-            raise ToolError(f"Directory not found: {path}")
         if not stat.S_ISDIR(info.st_mode):
             return f"{shown} is a file ({info.st_size:,} bytes), not a directory."
         try:
@@ -566,14 +569,7 @@ def grep(pattern: str, ctx: ToolContext, path: str = ".", glob: str | None = Non
         glob: Only search files whose name or relative path matches, e.g. `*.py` or `docs/**/*.md`.
     """
     regex = _LinearRegex(pattern)
-    try:
-        location = ctx.sandbox.locate(path)
-    except FileNotFoundError:
-        raise ToolError(f"Path not found: {path}") from None
-    with location:
-        info = location.stat()
-        if info is None:
-            raise ToolError(f"Path not found: {path}")
+    with _existing(ctx, path, "Path") as (location, info):
         scope = ctx.sandbox.relative(location.path) + (f" (glob {glob})" if glob else "")
         if stat.S_ISDIR(info.st_mode):
             return _grep_walk(ctx, location, regex, pattern, glob, scope)

@@ -9,13 +9,12 @@ JSON text the model can read; refusals are `ToolError`s with a plain reason.
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from typing import Annotated, Any
 
 from pydantic import Field
 
 from ..memory import MemoryPathError, MemoryStore
+from ._services import context_service, json_reply
 from .base import Tool, ToolContext, ToolError, tool
 
 __all__ = [
@@ -30,29 +29,11 @@ __all__ = [
 MEMORY_GET_MAX_CHARS = 20_000
 """`memory_get` returns at most this many characters; the reply says where to continue."""
 
-_create_lock = threading.Lock()
-
 
 def memory_store(ctx: ToolContext) -> MemoryStore:
     """The context's memory store; a tool used on its own (no agent) gets one for its workspace,
     kept on that context (whoever made the context closes it)."""
-    store = ctx.service("memory")
-    if store is None:
-        with _create_lock:
-            store = ctx.service("memory")
-            if store is None:
-                try:
-                    store = MemoryStore(ctx.workspace)
-                except (OSError, ValueError) as exc:
-                    raise ToolError(f"Memory is not available for this workspace: {exc}") from None
-                ctx.memory = store
-    if not isinstance(store, MemoryStore):
-        raise ToolError("Memory is not available: the context's memory service is not a MemoryStore.")
-    return store
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2)
+    return context_service(ctx, "memory", MemoryStore, lambda: MemoryStore(ctx.workspace), "Memory")
 
 
 @tool(group="memory")
@@ -93,7 +74,7 @@ async def memory_search(
     reply: dict[str, Any] = {"query": query, "results": results}
     if not results:
         reply["note"] = "No memory matched. Say so rather than guessing."
-    return _dump(reply)
+    return json_reply(reply)
 
 
 @tool(group="memory")
@@ -128,7 +109,7 @@ async def memory_get(
             f"output capped at {MEMORY_GET_MAX_CHARS} characters; continue with from_line={piece.to_line + 1}"
         )
     reply.update({"to_line": piece.to_line, "total_lines": piece.total_lines, "text": piece.text})
-    return _dump(reply)
+    return json_reply(reply)
 
 
 @tool(group="memory")
@@ -155,7 +136,7 @@ async def memory_write(
         raise ToolError(f"memory_write refused: {exc}") from None
     except (OSError, ValueError) as exc:
         raise ToolError(f"memory_write failed: {exc}") from None
-    return _dump({"saved": True, "path": result.path, "line": result.line, "entry": result.entry})
+    return json_reply({"saved": True, "path": result.path, "line": result.line, "entry": result.entry})
 
 
 MEMORY_TOOLS: list[Tool] = [memory_search, memory_get, memory_write]

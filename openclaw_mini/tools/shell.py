@@ -119,10 +119,21 @@ def _secret_values(base: Mapping[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def _shell() -> str:
+def _find_shell() -> str:
     if os.access("/bin/bash", os.X_OK):
         return "/bin/bash"
     return shutil.which("sh") or "/bin/sh"
+
+
+_shell_path: str | None = None
+
+
+async def _shell() -> str:
+    """The shell every command runs through; looked up once, in a thread (it touches the disk)."""
+    global _shell_path
+    if _shell_path is None:
+        _shell_path = await asyncio.to_thread(_find_shell)
+    return _shell_path
 
 
 class _Capture:
@@ -317,7 +328,7 @@ def _harden_fallback() -> None:
 async def _spawn(command: str, cwd: Path, env: Mapping[str, str], isolation: ExecIsolation) -> _Launch:
     loop = asyncio.get_running_loop()
     child_env = dict(env)
-    argv: list[str] = [_shell(), "-c", command]
+    argv: list[str] = [await _shell(), "-c", command]
     marker: str | None = None
     report_r: int | None = None
     report_w: int | None = None
@@ -333,7 +344,8 @@ async def _spawn(command: str, cwd: Path, env: Mapping[str, str], isolation: Exe
             )
         if probe is not None:
             exec_isolation.warn_fallback(probe.reason)
-        _harden_fallback()
+        if not _fallback_hardened:  # once per process; finding libc may run `ldconfig`
+            await asyncio.to_thread(_harden_fallback)
         marker = secrets.token_hex(12)
         child_env[exec_isolation.EXEC_MARKER_VARIABLE] = marker
     try:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from ..state import Entity, StateError, WorldState, make_event, open_world_state
+from ._services import context_service, json_reply
 from .base import Tool, ToolContext, ToolError, tool
 
 __all__ = [
@@ -33,20 +34,9 @@ STATE_LIST_MAX_CHARS = 30_000
 def state_store(ctx: ToolContext) -> WorldState:
     """The context's world state; a tool used on its own gets the workspace's store, kept on that
     context (whoever made the context closes it)."""
-    store = ctx.service("state")
-    if store is None:
-        try:
-            store = open_world_state(ctx.workspace)
-        except ValueError as exc:  # a malformed FLUX_URL
-            raise ToolError(f"The world state is not available: {exc}") from None
-        ctx.state = store
-    if not isinstance(store, WorldState):
-        raise ToolError("The world state is not available: the context's state service is not a WorldState.")
-    return store
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2)
+    return context_service(
+        ctx, "state", WorldState, lambda: open_world_state(ctx.workspace), "The world state"
+    )
 
 
 def _source(ctx: ToolContext) -> str:
@@ -83,7 +73,7 @@ async def state_publish(
     reply: dict[str, Any] = {"eventId": result.event_id}
     if entity is not None:
         reply["entity"] = entity.to_wire()
-    return _dump(reply)
+    return json_reply(reply)
 
 
 @tool(group="state")
@@ -100,7 +90,7 @@ async def state_get(entity_id: str, ctx: ToolContext) -> str:
         raise ToolError(f"state_get failed: {exc}") from None
     if entity is None:
         raise ToolError(f"No entity {entity_id!r} in the world state. Use state_list to see what exists.")
-    return _dump(entity.to_wire())
+    return json_reply(entity.to_wire())
 
 
 @tool(group="state")
@@ -133,7 +123,7 @@ async def state_list(
     reply: dict[str, Any] = {"total": len(entities), "shown": len(shown), "entities": shown}
     if len(shown) < len(entities):
         reply["note"] = "More entities exist: narrow with prefix/namespace, or read one with state_get."
-    return _dump(reply)
+    return json_reply(reply)
 
 
 @tool(group="state")
@@ -151,7 +141,7 @@ async def state_delete(entity_id: str, ctx: ToolContext) -> str:
         result = await store.delete(entity_id)
     except StateError as exc:
         raise ToolError(f"state_delete failed: {exc}") from None
-    return _dump({"deleted": result.entity_id, "eventId": result.event_id})
+    return json_reply({"deleted": result.entity_id, "eventId": result.event_id})
 
 
 STATE_TOOLS: list[Tool] = [state_publish, state_get, state_list, state_delete]
