@@ -243,8 +243,8 @@ def test_next_slot_keeps_the_grid_honours_active_hours_in_their_zone_and_cron() 
     at = datetime(2026, 1, 5, 8, 0, tzinfo=UTC).timestamp()  # 09:00 in Berlin
     assert next_slot(config, None, at) == (at + 1800, "interval")
     assert next_slot(config, None, at + 1805, after=at + 1800) == (at + 3600, "interval")  # on the grid
-    late = at + 1800 + 4000
-    assert next_slot(config, None, late, after=at + 1800) == (late + 1800, "interval")  # new grid
+    late = at + 1800 + 4000  # no worker lived for an hour: the missed slots collapse, the grid stays
+    assert next_slot(config, None, late, after=at + 1800) == (at + 1800 * 4, "interval")
     evening = datetime(2026, 1, 5, 15, 50, tzinfo=UTC).timestamp()  # 16:50 Berlin: next is outside
     due, _ = next_slot(config, None, evening, after=evening)
     assert datetime.fromtimestamp(due, UTC) == datetime(2026, 1, 6, 8, 0, tzinfo=UTC)  # 09:00 Berlin

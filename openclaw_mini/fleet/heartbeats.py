@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -74,6 +75,8 @@ HEARTBEAT_KEY_PREFIX = "heartbeat:"
 HEARTBEAT_PRIORITY = 30
 """The low band: a user's message waiting on the same worker goes first."""
 STATE_PATH = ".openclaw-mini/heartbeat.json"
+FIRE_CONCURRENCY = 32
+"""Slots enqueued at once by one scheduler pass."""
 
 
 class ScaledClock(RealClock):
@@ -162,12 +165,17 @@ def _within_hours(config: HeartbeatConfig, when: datetime) -> datetime | None:
 def next_slot(
     config: HeartbeatConfig, heartbeat: HeartbeatFile | None, now: float, after: float | None = None
 ) -> tuple[float, str] | None:
-    """The slot after `after` (None: the first, one interval from `now`), as on one machine: the
-    interval grid anchored on the last slot (late by a whole interval: a new grid from now), moved
-    to the start of active hours when it falls outside them; an earlier cron task time wins."""
+    """The slot after `after` (None: the first, one interval from `now`): the interval grid anchored
+    on the last slot, moved to the start of active hours when it falls outside them; an earlier cron
+    task time wins. Slots missed while no worker lived collapse into the one just fired (as after a
+    suspend on one machine), and the grid keeps its phase."""
     interval = config.interval_seconds
-    anchor = now if after is None or now - after >= interval else after
-    target = _within_hours(config, _aware(anchor + interval))
+    if after is None:
+        step = now + interval
+    else:
+        missed = max(0, math.floor((now - after) / interval))
+        step = after + interval * (missed + 1)
+    target = _within_hours(config, _aware(step))
     best: tuple[float, str] | None = None if target is None else (target.timestamp(), "interval")
     if heartbeat is not None and heartbeat.has_cron:
         zone = config.zone()
@@ -263,40 +271,45 @@ class HeartbeatScheduler:
 
     async def fire_due(self) -> int:
         """Enqueue every due slot of our agents and move each to its next one; returns how many
-        messages this call created."""
+        messages this call created. Slots go out concurrently (bounded): on a busy worker the round
+        trips would otherwise queue behind its turns and make the slots late."""
         now = self.now()
-        created = 0
-        for entry in await self.queue.due_heartbeats(now):
-            if not (self.agents_dir / entry.agent).is_dir():
-                continue  # another worker pool serves it
-            info = await asyncio.to_thread(self.agent, entry.agent)
-            if info.config is None:
-                await self.queue.unschedule_heartbeat(entry.agent)
-                continue
-            conversation = info.config.session
-            if info.config.isolated_session:
-                conversation = f"heartbeat-{_aware(entry.due).astimezone(info.config.zone()):%Y%m%d-%H%M%S}"
-            reason = "cron" if entry.reason == "cron" else "interval"
-            _, new = await self.queue.enqueue(
-                entry.agent,
-                conversation,
-                HeartbeatSlot(slot=entry.due, reason=reason).model_dump_json(),
-                priority=HEARTBEAT_PRIORITY,
-                idempotency_key=heartbeat_key(entry.agent, entry.due),
-            )
-            following = next_slot(info.config, info.file, now, entry.due)
-            if following is None:
-                await self.queue.unschedule_heartbeat(entry.agent)
-            else:
-                await self.queue.schedule_heartbeat(
-                    entry.agent, following[0], following[1], expected=entry.due
-                )
-            if new:
-                created += 1
-                if self.metrics is not None:
-                    self.metrics.heartbeat_fires.inc()
+        gate = asyncio.Semaphore(FIRE_CONCURRENCY)
+
+        async def one(entry: HeartbeatEntry) -> bool:
+            async with gate:
+                return await self._fire(entry, now)
+
+        due = [e for e in await self.queue.due_heartbeats(now) if (self.agents_dir / e.agent).is_dir()]
+        results = await asyncio.gather(*(one(entry) for entry in due))
+        created = sum(results)
         self.fired += created
         return created
+
+    async def _fire(self, entry: HeartbeatEntry, now: float) -> bool:
+        info = await asyncio.to_thread(self.agent, entry.agent)
+        if info.config is None:
+            await self.queue.unschedule_heartbeat(entry.agent)
+            return False
+        conversation = info.config.session
+        if info.config.isolated_session:
+            conversation = f"heartbeat-{_aware(entry.due).astimezone(info.config.zone()):%Y%m%d-%H%M%S}"
+        reason = "cron" if entry.reason == "cron" else "interval"
+        _, new = await self.queue.enqueue(
+            entry.agent,
+            conversation,
+            HeartbeatSlot(slot=entry.due, reason=reason).model_dump_json(),
+            priority=HEARTBEAT_PRIORITY,
+            idempotency_key=heartbeat_key(entry.agent, entry.due),
+        )
+        following = next_slot(info.config, info.file, now, entry.due)
+        if following is None:
+            await self.queue.unschedule_heartbeat(entry.agent)
+        else:
+            await self.queue.schedule_heartbeat(entry.agent, following[0], following[1], expected=entry.due)
+        if new and self.metrics is not None:
+            self.metrics.heartbeat_fires.inc()
+        return bool(new)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Register and fire until `stop` is set; an unreachable backend is retried, never fatal."""

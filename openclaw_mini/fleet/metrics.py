@@ -19,6 +19,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..errors import FleetError
 from .handle import Fleet
 from .queue import Queue
 
@@ -40,7 +41,12 @@ class FleetMetrics:
     """One process's metrics in its own registry (several workers in one process do not clash)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        except ModuleNotFoundError as exc:
+            raise FleetError(
+                "fleet metrics need prometheus-client: pip install 'openclaw-mini[fleet]'"
+            ) from exc
 
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry

@@ -128,6 +128,7 @@ class Worker:
         self._outage_logged = False
         self.clock = clock
         self.metrics = metrics
+        self._model: Any = None
         self.scheduler: Any = None
         if heartbeats:
             from .heartbeats import HeartbeatScheduler
@@ -185,6 +186,12 @@ class Worker:
             self._beat_now.set()
             for slot, name in list(self._agents):
                 await self._forget(slot, name)
+            if self._model is not None:
+                from ..llm import AnthropicModel
+
+                with contextlib.suppress(Exception):
+                    await AnthropicModel.aclose(self._model)  # the shared client, past its no-op
+                self._model = None
             if beat is not None:
                 await asyncio.wait({beat}, timeout=15)
                 beat.cancel()
@@ -348,6 +355,24 @@ class Worker:
             self._tasks.pop(me, None)
             self._slot_freed.set()
 
+    def _shared_model(self) -> Any:
+        """One model client for every agent this worker builds: a client costs ~40 ms (its TLS
+        context) and a connection pool, and a busy worker builds an agent per slot and agent."""
+        if self._model is None:
+            from ..config import AgentConfig, build_config
+            from ..llm import AnthropicModel
+
+            class Shared(AnthropicModel):
+                async def aclose(self) -> None:
+                    """Agents come and go; the worker closes the client when it stops."""
+
+            fields = {k: v for k, v in self.agent_options.items() if k in AgentConfig.model_fields}
+            settings = build_config(**fields)
+            model = Shared.from_config(settings)
+            model.model_name = settings.model  # type: ignore[attr-defined]  # what `Agent` reads
+            self._model = model
+        return self._model
+
     def _measure(self, outcome: str, began: float, failure: str | None = None) -> None:
         if self.metrics is not None:
             self.metrics.turn_finished(outcome, time.monotonic() - began)
@@ -380,6 +405,8 @@ class Worker:
         if agent is None:
             options = dict(self.agent_options)
             options["tools"] = [*options.get("tools", ()), *guarded_file_tools(workspace)]
+            if options.get("model") is None or isinstance(options["model"], str):
+                options["model"] = self._shared_model()
             agent = Agent(workspace_dir=workspace.root, agent_id=claim.message.agent, **options)
             self._agents[key] = agent
         from .heartbeats import parse_heartbeat_message, run_heartbeat
