@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -276,5 +278,64 @@ async def test_users_cannot_forge_a_heartbeat_slot(tmp_path: Path) -> None:
                 agent="ops", conversation="main", text="hi", idempotency_key="heartbeat:ops:1"
             )
         assert (await fleet.status()).queued == 0
+    finally:
+        await fleet.close()
+
+
+async def test_fleet_status_shows_the_next_heartbeat_and_why_one_would_skip(tmp_path: Path) -> None:
+    agents = agents_with_heartbeats(tmp_path / "agents")
+    url = f"sqlite:///{tmp_path}/fleet.db"
+    fleet = await Fleet.connect(url)
+    try:
+        scheduler = HeartbeatScheduler(fleet.queue, agents)  # the real clock: status reads it too
+        await scheduler.register()
+        due = {e.agent: e.due for e in await fleet.heartbeats()}
+        await fleet.queue.record_heartbeat("quiet", due["quiet"] - 60, "skipped: HEARTBEAT.md is empty")
+    finally:
+        await fleet.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "openclaw_mini.cli.main", "fleet", "status", "--url", url, *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    shown = await asyncio.to_thread(cli, "--agents", str(agents))
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines()[1:] if line.split()}
+    assert "heartbeats:" in shown.stdout and "plain" not in lines
+    assert "next " in lines["ops"] and "(in " in lines["ops"] and "interval" in lines["ops"]
+    assert "next: would run with 0 due task(s)" in lines["ops"]
+    assert "last: skipped: HEARTBEAT.md is empty" in lines["quiet"]
+    assert "next would skip: HEARTBEAT.md is empty" in lines["quiet"]
+    as_json = await asyncio.to_thread(cli, "--json")
+    rows = {row["agent"]: row for row in json.loads(as_json.stdout)["heartbeats"]}
+    assert (
+        rows["ops"]["due"] == due["ops"] and rows["quiet"]["last_outcome"] == "skipped: HEARTBEAT.md is empty"
+    )
+
+
+async def test_one_pass_fires_every_due_slot_in_batches_and_leaves_other_pools_agents(
+    fleet_url: str, tmp_path: Path
+) -> None:
+    agents = make_agents(tmp_path / "agents", *(f"a{i:02d}" for i in range(20)))
+    for folder in agents.iterdir():
+        (folder / "HEARTBEAT.md").write_text("Check.\n")
+        (folder / "openclaw-mini.toml").write_text(AROUND_THE_CLOCK)
+    clock = FakeClock(START)
+    fleet = await Fleet.connect(fleet_url, retry=FAST)
+    try:
+        # agents served by another pool of workers, due before all of ours, more than a batch
+        for i in range(9):
+            await fleet.queue.schedule_heartbeat(
+                f"elsewhere{i}", START.timestamp() + i, "interval", expected=None
+            )
+        scheduler = HeartbeatScheduler(fleet.queue, agents, clock=clock, batch=7)
+        assert await scheduler.register() == 20
+        clock.jump(61)
+        assert await scheduler.fire_due() == 20
+        due = {e.agent: e.due for e in await fleet.heartbeats()}
+        assert [due.pop(f"elsewhere{i}") for i in range(9)] == [START.timestamp() + i for i in range(9)]
+        assert set(due.values()) == {START.timestamp() + 120}
     finally:
         await fleet.close()

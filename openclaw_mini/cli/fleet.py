@@ -288,7 +288,9 @@ def status(
         if row.last_outcome:
             line += f"; last: {row.last_outcome}"
         if row.would_reason is not None:
-            line += f"; next would {'run' if row.would_run else 'skip'}: {row.would_reason}"
+            line += (
+                f"; next: {row.would_reason}" if row.would_run else f"; next would skip: {row.would_reason}"
+            )
         typer.echo(line)
 
 

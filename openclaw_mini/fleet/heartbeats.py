@@ -76,6 +76,7 @@ HEARTBEAT_PRIORITY = 30
 """The low band: a user's message waiting on the same worker goes first."""
 STATE_PATH = ".openclaw-mini/heartbeat.json"
 FIRE_CONCURRENCY = 32
+FIRE_BATCH = 500
 """Slots enqueued at once by one scheduler pass."""
 
 
@@ -212,6 +213,7 @@ class HeartbeatScheduler:
         poll: float = 1.0,
         rescan: float = 30.0,
         metrics: FleetMetrics | None = None,
+        batch: int = FIRE_BATCH,
     ) -> None:
         self.queue = queue
         self.agents_dir = Path(agents_dir)
@@ -219,6 +221,7 @@ class HeartbeatScheduler:
         self.poll = poll
         self.rescan = rescan
         self.metrics = metrics
+        self.batch = batch
         self.fired = 0
         """Slots this scheduler enqueued (a slot enqueued by another worker first is not counted)."""
         self._agents: dict[str, _Agent] = {}
@@ -280,9 +283,15 @@ class HeartbeatScheduler:
             async with gate:
                 return await self._fire(entry, now)
 
-        due = [e for e in await self.queue.due_heartbeats(now) if (self.agents_dir / e.agent).is_dir()]
-        results = await asyncio.gather(*(one(entry) for entry in due))
-        created = sum(results)
+        created = 0
+        foreign = 0  # due entries of agents another pool serves stay at the head: page past them
+        while True:
+            batch = await self.queue.due_heartbeats(now, self.batch, foreign)
+            ours = [e for e in batch if (self.agents_dir / e.agent).is_dir()]
+            foreign += len(batch) - len(ours)
+            created += sum(await asyncio.gather(*(one(entry) for entry in ours)))
+            if len(batch) < self.batch:
+                break
         self.fired += created
         return created
 

@@ -155,8 +155,8 @@ class Queue(abc.ABC):
         (None: only when it has none). False when another worker moved it first."""
 
     @abc.abstractmethod
-    async def due_heartbeats(self, now: float, limit: int = 500) -> list[HeartbeatEntry]:
-        """Entries whose slot is at or before `now`, earliest first."""
+    async def due_heartbeats(self, now: float, limit: int = 500, offset: int = 0) -> list[HeartbeatEntry]:
+        """Entries whose slot is at or before `now`, earliest first, skipping the first `offset`."""
 
     @abc.abstractmethod
     async def heartbeat_schedule(self) -> list[HeartbeatEntry]:

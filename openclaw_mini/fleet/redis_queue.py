@@ -682,10 +682,10 @@ class RedisQueue(Queue):
             entries.append(HeartbeatEntry(**extra))
         return entries
 
-    async def due_heartbeats(self, now: float, limit: int = 500) -> list[HeartbeatEntry]:
+    async def due_heartbeats(self, now: float, limit: int = 500, offset: int = 0) -> list[HeartbeatEntry]:
         pairs = await self._call(
             self.client.zrangebyscore(
-                self.prefix + "hb:due", "-inf", round(now * 1000), start=0, num=limit, withscores=True
+                self.prefix + "hb:due", "-inf", round(now * 1000), start=offset, num=limit, withscores=True
             )
         )
         return await self._entries(pairs)

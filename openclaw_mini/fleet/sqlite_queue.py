@@ -446,9 +446,9 @@ class SqliteQueue(Queue):
 
         return await self._tx(work)
 
-    async def due_heartbeats(self, now: float, limit: int = 500) -> list[HeartbeatEntry]:
+    async def due_heartbeats(self, now: float, limit: int = 500, offset: int = 0) -> list[HeartbeatEntry]:
         return await self._schedule_rows(
-            "WHERE due_ms <= ? ORDER BY due_ms LIMIT ?", (round(now * 1000), limit)
+            "WHERE due_ms <= ? ORDER BY due_ms, agent LIMIT ? OFFSET ?", (round(now * 1000), limit, offset)
         )
 
     async def heartbeat_schedule(self) -> list[HeartbeatEntry]:
