@@ -198,7 +198,7 @@ async def test_an_ack_is_not_delivered_and_a_webhook_sink_gets_real_replies(
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append(json.loads(body))
-            self.send_response(204)
+            self.send_response(503 if len(received) == 1 else 204)
             self.end_headers()
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -207,11 +207,11 @@ async def test_an_ack_is_not_delivered_and_a_webhook_sink_gets_real_replies(
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        sink = f'sink = "http://127.0.0.1:{server.server_address[1]}/hook"\n'
+        sink = f'sink = "http://127.0.0.1:{server.server_address[1]}/hook?token=s3cret"\n'
         agents = agents_with_heartbeats(tmp_path / "agents", "")
         toml = agents / "ops" / "openclaw-mini.toml"
         toml.write_text(toml.read_text().replace('every = "1m"\n', 'every = "1m"\n' + sink))
-        replies = iter(["HEARTBEAT_OK", "Job 42 failed twice; someone should look."])
+        replies = iter(["HEARTBEAT_OK", *["Job 42 failed twice; someone should look."] * 2])
         model.handler = lambda request: text_reply(next(replies))
         clock = FakeClock(START)
         fleet = await Fleet.connect(f"sqlite:///{tmp_path}/fleet.db", retry=FAST)
@@ -225,10 +225,16 @@ async def test_an_ack_is_not_delivered_and_a_webhook_sink_gets_real_replies(
             assert (await wait_done(fleet, "ops", first)).last_outcome == "ran: HEARTBEAT_OK"
             clock.jump(60)
             await scheduler.fire_due()
-            assert (await wait_done(fleet, "ops", first + 60)).last_outcome == "ran: delivered"
+            # the webhook fails: said without the URL's token, and not remembered as delivered
+            failed = (await wait_done(fleet, "ops", first + 60)).last_outcome
+            assert failed == "ran: delivery failed: FleetError: the heartbeat webhook answered HTTP 503"
+            clock.jump(60)
+            await scheduler.fire_due()
+            assert (await wait_done(fleet, "ops", first + 120)).last_outcome == "ran: delivered"
             await worker.stop()
             assert [(r["agent"], r["slot"], r["text"]) for r in received] == [
-                ("ops", first + 60, "Job 42 failed twice; someone should look.")
+                ("ops", first + 60, "Job 42 failed twice; someone should look."),
+                ("ops", first + 120, "Job 42 failed twice; someone should look."),
             ]
             assert await fleet.heartbeat_deliveries() == []  # the webhook replaced the log sink
         finally:

@@ -392,9 +392,16 @@ async def run_heartbeat(
         if config.sink and config.sink.startswith(("http://", "https://")):
             import httpx2
 
-            async with httpx2.AsyncClient(timeout=15.0) as client:
-                response = await client.post(config.sink, json=record.model_dump(mode="json"))
-                response.raise_for_status()
+            # The URL may carry a token: errors name the status or the failure, never the URL.
+            try:
+                async with httpx2.AsyncClient(timeout=15.0) as client:
+                    response = await client.post(config.sink, json=record.model_dump(mode="json"))
+            except httpx2.HTTPError as exc:
+                raise FleetError(
+                    f"the heartbeat webhook could not be reached ({type(exc).__name__})"
+                ) from None
+            if response.status_code >= 300:
+                raise FleetError(f"the heartbeat webhook answered HTTP {response.status_code}")
         else:
             await queue.log_heartbeat_delivery(record)
 
