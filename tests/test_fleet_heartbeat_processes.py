@@ -66,7 +66,7 @@ async def test_two_hundred_agents_fire_once_per_slot_across_three_workers_one_ki
     tmp_path: Path, redis_server: RedisServer, model: FakeAnthropicServer
 ) -> None:
     agents, names, skipped = build_agents(tmp_path / "agents")
-    model.handler = lambda request: text_reply("HEARTBEAT_OK")
+    model.handler = lambda request: text_reply("HEARTBEAT_OK", chunk_delay=0.02)  # a turn takes a while
     start = time.time()
     clock_args = ["--clock-speed", str(SPEED), "--clock-start", repr(start)]
     extra = ["--backoff", "0.05s", "--drain-timeout", "20s", *clock_args]
@@ -93,14 +93,17 @@ async def test_two_hundred_agents_fire_once_per_slot_across_three_workers_one_ki
 
         await wait_for(lambda: fired(1), timeout=60, what="the second slot to fire everywhere")
 
-        async def w2_busy() -> bool:
-            return any(w.id == "w2" and w.load >= 4 for w in (await fleet.status()).workers)
+        client = fleet.queue.client  # type: ignore[attr-defined]
 
-        await wait_for(w2_busy, timeout=60, what="w2 to hold turns")
+        async def w2_holds_leases() -> bool:
+            held = 0
+            async for key in client.scan_iter(match="ocm:l:*", count=1000):
+                held += await client.hget(key, "worker") == b"w2"
+            return held >= 2
+
+        await wait_for(w2_holds_leases, timeout=60, what="w2 to hold leases")
         procs["w2"].send_signal(signal.SIGKILL)  # mid-way, with turns in flight
         procs["w2"].wait(timeout=30)
-
-        client = fleet.queue.client  # type: ignore[attr-defined]
 
         async def done_slots() -> bool:
             for name in [*names[::7], names[-1]]:
@@ -146,7 +149,7 @@ async def test_two_hundred_agents_fire_once_per_slot_across_three_workers_one_ki
             else:
                 assert all(r.text.startswith("heartbeat ran: HEARTBEAT_OK") for r in results), name
                 # one model call per run; more only where a killed worker's attempt was retried
-                retried = sum(r.attempts - 1 for r in per_agent[name].values())
+                retried = sum(max(0, r.attempts - 1) for r in per_agent[name].values())
                 assert len(ran) <= calls.get(name, 0) <= len(ran) + retried, (name, len(ran), calls.get(name))
         assert any(r.attempts > 1 for agent in per_agent.values() for r in agent.values()), (
             "the kill took over no heartbeat turn: it did not happen mid-way"
