@@ -345,3 +345,35 @@ async def test_one_pass_fires_every_due_slot_in_batches_and_leaves_other_pools_a
         assert set(due.values()) == {START.timestamp() + 120}
     finally:
         await fleet.close()
+
+
+async def test_a_cron_task_gets_its_own_slot_and_wakes_with_reason_cron(
+    tmp_path: Path, model: FakeAnthropicServer
+) -> None:
+    agents = make_agents(tmp_path / "agents", "ops")
+    (agents / "ops" / "HEARTBEAT.md").write_text(
+        'tasks:\n  - name: standup\n    cron: "5 9 * * *"\n    prompt: Post the standup reminder.\n'
+    )
+    (agents / "ops" / "openclaw-mini.toml").write_text(
+        '[heartbeat]\nevery = "1h"\ntimezone = "UTC"\nactive_hours = { start = "00:00", end = "24:00" }\n'
+    )
+    model.handler = lambda request: text_reply("HEARTBEAT_OK")
+    clock = FakeClock(START)  # 09:00 UTC
+    fleet = await Fleet.connect(f"sqlite:///{tmp_path}/fleet.db", retry=FAST)
+    try:
+        scheduler = HeartbeatScheduler(fleet.queue, agents, clock=clock)
+        await scheduler.register()
+        [entry] = await fleet.heartbeats()
+        assert (entry.due, entry.reason) == (START.timestamp() + 300, "cron")  # 09:05 before 10:00
+        worker = Running(make_worker(fleet, agents, model, tmp_path, "w1", clock))
+        clock.jump(300)
+        assert await scheduler.fire_due() == 1
+        ran = await wait_done(fleet, "ops", START.timestamp() + 300)
+        await worker.stop()
+        assert ran.last_outcome == "ran: HEARTBEAT_OK"
+        [request] = requests_of(model, "ops")
+        assert "Wake reason: cron" in json.dumps(request.messages)
+        [entry] = await fleet.heartbeats()
+        assert (entry.due, entry.reason) == (START.timestamp() + 300 + 3600, "interval")
+    finally:
+        await fleet.close()
