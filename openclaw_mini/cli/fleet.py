@@ -7,6 +7,7 @@ Every command takes `--url` (default $OPENCLAW_MINI_FLEET_URL, else the embedded
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -97,6 +98,23 @@ def worker(
         str | None,
         typer.Option("--drain-timeout", help="On SIGTERM, wait this long for turns (default: lease)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics here.")
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address /metrics binds to (loopback by default).")
+    ] = "127.0.0.1",
+    heartbeats: Annotated[
+        bool, typer.Option("--heartbeats/--no-heartbeats", help="Fire the agents' due heartbeat slots.")
+    ] = True,
+    clock_speed: Annotated[
+        float,
+        typer.Option("--clock-speed", min=0.001, hidden=True, help="Heartbeat clock speed (drills, tests)."),
+    ] = 1.0,
+    clock_start: Annotated[
+        float | None,
+        typer.Option("--clock-start", hidden=True, help="Epoch seconds the sped-up clock starts at."),
+    ] = None,
 ) -> None:
     """Serve messages until SIGTERM (then drain: finish or hand back in-flight turns, exit 0)."""
     from openclaw_mini.fleet import RetryPolicy, Worker
@@ -110,8 +128,15 @@ def worker(
     logging.getLogger("openclaw_mini.fleet").setLevel(logging.INFO)
 
     async def serve() -> None:
+        from openclaw_mini.fleet import FleetMetrics, ScaledClock
+        from openclaw_mini.fleet.metrics import MetricsServer
+
         fleet = await _connect_patiently(url, retry)
+        exporter: MetricsServer | None = None
         try:
+            metrics = FleetMetrics() if metrics_port is not None else None
+            clock = ScaledClock(clock_speed, clock_start) if clock_speed != 1.0 or clock_start else None
+            poll = min(1.0, 10.0 / clock_speed)
             pool = Worker(
                 fleet,
                 agents,
@@ -119,7 +144,17 @@ def worker(
                 worker_id=worker_id,
                 lease=lease_seconds,
                 drain_timeout=drain,
+                heartbeats=heartbeats,
+                clock=clock,
+                heartbeat_poll=poll,
+                metrics=metrics,
             )
+            if metrics is not None and metrics_port is not None:
+                exporter = MetricsServer(fleet, metrics, host=metrics_host, port=metrics_port)
+                bound = await exporter.start()
+                logging.getLogger("openclaw_mini.fleet.worker").info(
+                    "metrics on http://%s:%d/metrics", metrics_host, bound
+                )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, pool.drain)
@@ -130,6 +165,8 @@ def worker(
                 file=sys.stderr,
             )
         finally:
+            if exporter is not None:
+                await exporter.close()
             await fleet.close()
 
     _run(serve())
@@ -205,19 +242,30 @@ def send(
 
 @app.command()
 @_fleet_command
-def status(url: UrlOption = None, as_json: JsonOption = False) -> None:
-    """Queued, in flight, delayed and dead-letter counts; each worker's state, load and heartbeat."""
+def status(
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+    agents: Annotated[
+        Path | None,
+        typer.Option("--agents", help="The agents folder: also say whether each next heartbeat would run."),
+    ] = None,
+) -> None:
+    """Queued, in flight, delayed and dead-letter counts; each worker's state, load and heartbeat;
+    each agent's next heartbeat slot and its last outcome (why it skipped)."""
+    from openclaw_mini.fleet.heartbeats import describe_due, heartbeat_report
 
     async def go() -> Any:
         fleet = await _connect(url)
         try:
-            return await fleet.status()
+            return await fleet.status(), await heartbeat_report(fleet.queue, agents)
         finally:
             await fleet.close()
 
-    current = _run(go())
+    current, beats = _run(go())
     if as_json:
-        typer.echo(current.model_dump_json(indent=2))
+        data = current.model_dump(mode="json")
+        data["heartbeats"] = [dataclasses.asdict(row) for row in beats]
+        typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(
         f"queued {current.queued}  in flight {current.in_flight}  delayed {current.delayed}  "
@@ -233,6 +281,17 @@ def status(url: UrlOption = None, as_json: JsonOption = False) -> None:
             f"heartbeat {max(0.0, now - w.heartbeat_at):.1f}s ago"
             f"  {w.host} pid {w.pid}"
         )
+    if beats:
+        typer.echo("heartbeats:")
+    for row in beats:
+        line = f"{row.agent:<24} next {describe_due(row.due, now)} {row.reason}"
+        if row.last_outcome:
+            line += f"; last: {row.last_outcome}"
+        if row.would_reason is not None:
+            line += (
+                f"; next: {row.would_reason}" if row.would_run else f"; next would skip: {row.would_reason}"
+            )
+        typer.echo(line)
 
 
 @dead_app.command("list")

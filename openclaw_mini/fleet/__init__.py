@@ -13,7 +13,20 @@ await Worker(fleet, agents_dir="agents/", concurrency=8).run()
 from __future__ import annotations
 
 from .handle import Fleet
-from .models import Claim, FileChange, FileMeta, FleetStatus, Message, MessageResult, RetryPolicy, WorkerInfo
+from .heartbeats import HeartbeatScheduler, ScaledClock
+from .metrics import FleetMetrics
+from .models import (
+    Claim,
+    FileChange,
+    FileMeta,
+    FleetStatus,
+    HeartbeatDelivery,
+    HeartbeatEntry,
+    Message,
+    MessageResult,
+    RetryPolicy,
+    WorkerInfo,
+)
 from .queue import DEFAULT_FLEET_URL, FLEET_URL_ENV, Queue, open_queue
 from .store import AgentWorkspace
 from .worker import Worker
@@ -26,11 +39,16 @@ __all__ = [
     "FileChange",
     "FileMeta",
     "Fleet",
+    "FleetMetrics",
     "FleetStatus",
+    "HeartbeatDelivery",
+    "HeartbeatEntry",
+    "HeartbeatScheduler",
     "Message",
     "MessageResult",
     "Queue",
     "RetryPolicy",
+    "ScaledClock",
     "Worker",
     "WorkerInfo",
     "open_queue",

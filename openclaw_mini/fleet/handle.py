@@ -6,8 +6,8 @@ import asyncio
 import time
 from types import TracebackType
 
-from ..errors import ResultTimeout
-from .models import FleetStatus, Message, MessageResult, RetryPolicy
+from ..errors import InvalidMessage, ResultTimeout
+from .models import FleetStatus, HeartbeatDelivery, HeartbeatEntry, Message, MessageResult, RetryPolicy
 from .queue import Queue, open_queue
 
 __all__ = ["Fleet"]
@@ -48,7 +48,13 @@ class Fleet:
         priority: int = 50,
     ) -> Message:
         """Queue a message (priority 0-100, >= 70 urgent, <= 30 low). The same `idempotency_key`
-        returns the first message again and causes no second turn."""
+        returns the first message again and causes no second turn. Keys starting `heartbeat:` are
+        reserved for the heartbeat scheduler."""
+        if isinstance(idempotency_key, str) and idempotency_key.startswith("heartbeat:"):
+            raise InvalidMessage(
+                f"idempotency_key {idempotency_key!r}: keys starting 'heartbeat:' are reserved for the "
+                "fleet's heartbeat scheduler"
+            )
         message, _ = await self.queue.enqueue(
             agent, conversation, text, priority=priority, idempotency_key=idempotency_key
         )
@@ -77,6 +83,14 @@ class Fleet:
     async def status(self) -> FleetStatus:
         """Queued, in flight, delayed and dead-letter counts, and each worker's state, load and heartbeat."""
         return await self.queue.status()
+
+    async def heartbeats(self) -> list[HeartbeatEntry]:
+        """Every agent's next heartbeat slot and what its last slot did."""
+        return await self.queue.heartbeat_schedule()
+
+    async def heartbeat_deliveries(self, limit: int = 100) -> list[HeartbeatDelivery]:
+        """The newest heartbeat replies delivered to the `log` sink, oldest first."""
+        return await self.queue.heartbeat_deliveries(limit)
 
     async def dead_letters(self, limit: int = 100) -> list[MessageResult]:
         return await self.queue.dead_letters(limit)

@@ -22,6 +22,8 @@ __all__ = [
     "FileChange",
     "FileMeta",
     "FleetStatus",
+    "HeartbeatDelivery",
+    "HeartbeatEntry",
     "Message",
     "MessageResult",
     "MessageStatus",
@@ -181,3 +183,27 @@ class FleetStatus(_Model):
     delayed: int
     dead_letters: int
     workers: list[WorkerInfo]
+
+
+class HeartbeatEntry(_Model):
+    """One agent's heartbeat in the fleet's schedule: the next due slot and what the last one did."""
+
+    agent: str
+    due: float
+    """Epoch seconds of the next slot (on the fleet clock the workers share)."""
+    reason: str = "interval"
+    """`interval` or `cron`: why the slot exists (a cron slot bypasses the empty-HEARTBEAT.md skip)."""
+    last_slot: float | None = None
+    last_outcome: str | None = None
+    """`ran: delivered`, `skipped: HEARTBEAT.md is empty` ... as the worker that ran the slot saw it."""
+
+
+class HeartbeatDelivery(_Model):
+    """A heartbeat reply that was not an ack, as written to the fleet's delivery log (the `log` sink)."""
+
+    v: int = 1
+    agent: str
+    slot: float
+    message_id: str
+    text: str
+    at: float

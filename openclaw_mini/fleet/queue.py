@@ -25,6 +25,8 @@ from .models import (
     FileChange,
     FileMeta,
     FleetStatus,
+    HeartbeatDelivery,
+    HeartbeatEntry,
     Message,
     MessageResult,
     RetryPolicy,
@@ -151,6 +153,37 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     async def file_meta(self, agent: str, path: str) -> FileMeta | None: ...
+
+    # -- heartbeat schedule (see heartbeats.py) ------------------------------------------------
+    @abc.abstractmethod
+    async def schedule_heartbeat(
+        self, agent: str, due: float, reason: str, *, expected: float | None
+    ) -> bool:
+        """Set the agent's next slot to `due`, atomically: only when its current slot is `expected`
+        (None: only when it has none). False when another worker moved it first."""
+
+    @abc.abstractmethod
+    async def due_heartbeats(self, now: float, limit: int = 500, offset: int = 0) -> list[HeartbeatEntry]:
+        """Entries whose slot is at or before `now`, earliest first, skipping the first `offset`."""
+
+    @abc.abstractmethod
+    async def heartbeat_schedule(self) -> list[HeartbeatEntry]:
+        """Every scheduled agent, with its last outcome, by agent name."""
+
+    @abc.abstractmethod
+    async def unschedule_heartbeat(self, agent: str) -> None: ...
+
+    @abc.abstractmethod
+    async def record_heartbeat(self, agent: str, slot: float, outcome: str) -> None:
+        """Remember what the slot did (for `fleet status`)."""
+
+    @abc.abstractmethod
+    async def log_heartbeat_delivery(self, delivery: HeartbeatDelivery) -> None:
+        """Append to the fleet's delivery log (the `log` sink), keeping the newest ~10,000."""
+
+    @abc.abstractmethod
+    async def heartbeat_deliveries(self, limit: int = 100) -> list[HeartbeatDelivery]:
+        """The newest deliveries, oldest first."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

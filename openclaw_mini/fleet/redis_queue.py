@@ -23,6 +23,8 @@ from .models import (
     FileChange,
     FileMeta,
     FleetStatus,
+    HeartbeatDelivery,
+    HeartbeatEntry,
     Message,
     MessageResult,
     RetryPolicy,
@@ -317,6 +319,23 @@ def _meta(raw: Any) -> FileMeta:
     return FileMeta(version=int(version), digest=digest, size=int(size))
 
 
+_HB_SCHEDULE = r"""
+local P = ARGV[1]
+local agent, expected, due, reason = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local current = redis.call('ZSCORE', P .. 'hb:due', agent)
+if expected == '' then
+  if current then return 0 end
+elseif (not current) or tonumber(current) ~= tonumber(expected) then
+  return 0
+end
+redis.call('ZADD', P .. 'hb:due', due, agent)
+redis.call('HSET', P .. 'hb:reason', agent, reason)
+return 1
+"""
+"""Compare-and-set of an agent's next heartbeat slot (scores are integer milliseconds: exact)."""
+HB_DELIVERIES_KEEP = 10_000
+
+
 class RedisQueue(Queue):
     """`Queue` on Redis Streams; `await RedisQueue.connect("redis://127.0.0.1:6379/0")`."""
 
@@ -343,6 +362,7 @@ class RedisQueue(Queue):
                 "retry_dead": _RETRY_DEAD,
                 "status": _STATUS,
                 "heartbeat": _HEARTBEAT,
+                "hb_schedule": _HB_SCHEDULE,
             }.items()
         }
 
@@ -631,6 +651,64 @@ class RedisQueue(Queue):
     async def file_meta(self, agent: str, path: str) -> FileMeta | None:
         raw = await self._call(self.client.hget(self._akey(agent, "meta"), path))
         return None if raw is None else _meta(raw)
+
+    # -- heartbeat schedule --------------------------------------------------------------------
+    async def schedule_heartbeat(
+        self, agent: str, due: float, reason: str, *, expected: float | None
+    ) -> bool:
+        previous = "" if expected is None else str(round(expected * 1000))
+        return bool(int(await self._run("hb_schedule", agent, previous, round(due * 1000), reason)))
+
+    async def _entries(self, pairs: list[Any]) -> list[HeartbeatEntry]:
+        if not pairs:
+            return []
+        names = [_s(name) for name, _ in pairs]
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.prefix + "hb:reason", names)
+            pipe.hmget(self.prefix + "hb:last", names)
+            reasons, lasts = await self._call(pipe.execute())
+        entries = []
+        for (name, score), reason, last in zip(pairs, reasons, lasts, strict=True):
+            extra = HeartbeatEntry.model_validate_json(last).model_dump() if last else {}
+            extra.update(agent=_s(name), due=int(score) / 1000, reason=_s(reason) if reason else "interval")
+            entries.append(HeartbeatEntry(**extra))
+        return entries
+
+    async def due_heartbeats(self, now: float, limit: int = 500, offset: int = 0) -> list[HeartbeatEntry]:
+        pairs = await self._call(
+            self.client.zrangebyscore(
+                self.prefix + "hb:due", "-inf", round(now * 1000), start=offset, num=limit, withscores=True
+            )
+        )
+        return await self._entries(pairs)
+
+    async def heartbeat_schedule(self) -> list[HeartbeatEntry]:
+        pairs = await self._call(self.client.zrange(self.prefix + "hb:due", 0, -1, withscores=True))
+        return sorted(await self._entries(pairs), key=lambda e: e.agent)
+
+    async def unschedule_heartbeat(self, agent: str) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.prefix + "hb:due", agent)
+            pipe.hdel(self.prefix + "hb:reason", agent)
+            await self._call(pipe.execute())
+
+    async def record_heartbeat(self, agent: str, slot: float, outcome: str) -> None:
+        record = HeartbeatEntry(agent=agent, due=0, last_slot=slot, last_outcome=outcome)
+        await self._call(self.client.hset(self.prefix + "hb:last", agent, record.model_dump_json()))
+
+    async def log_heartbeat_delivery(self, delivery: HeartbeatDelivery) -> None:
+        await self._call(
+            self.client.xadd(
+                self.prefix + "hb:deliveries",
+                {"json": delivery.model_dump_json()},
+                maxlen=HB_DELIVERIES_KEEP,
+                approximate=True,
+            )
+        )
+
+    async def heartbeat_deliveries(self, limit: int = 100) -> list[HeartbeatDelivery]:
+        raw = await self._call(self.client.xrevrange(self.prefix + "hb:deliveries", count=limit))
+        return [HeartbeatDelivery.model_validate_json(fields[b"json"]) for _, fields in reversed(raw)]
 
 
 def _result(raw: dict[bytes, bytes], now: float) -> MessageResult:

@@ -22,6 +22,8 @@ from .models import (
     FileChange,
     FileMeta,
     FleetStatus,
+    HeartbeatDelivery,
+    HeartbeatEntry,
     Message,
     MessageResult,
     RetryPolicy,
@@ -51,6 +53,11 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS agents (agent TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, info TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS heartbeat_schedule (
+  agent TEXT PRIMARY KEY, due_ms INTEGER NOT NULL, reason TEXT NOT NULL, last TEXT
+);
+CREATE INDEX IF NOT EXISTS heartbeat_schedule_due ON heartbeat_schedule(due_ms);
+CREATE TABLE IF NOT EXISTS heartbeat_deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
 """
 
 _OPEN = "('queued', 'leased')"
@@ -407,6 +414,86 @@ class SqliteQueue(Queue):
             return None if r is None else FileMeta(version=r[0], digest=r[1], size=r[2])
 
         return await self._tx(work)
+
+    # -- heartbeat schedule --------------------------------------------------------------------
+    async def schedule_heartbeat(
+        self, agent: str, due: float, reason: str, *, expected: float | None
+    ) -> bool:
+        due_ms = round(due * 1000)
+
+        def work(conn: sqlite3.Connection, now: float) -> bool:
+            if expected is None:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO heartbeat_schedule (agent, due_ms, reason) VALUES (?, ?, ?)",
+                    (agent, due_ms, reason),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE heartbeat_schedule SET due_ms = ?, reason = ? WHERE agent = ? AND due_ms = ?",
+                    (due_ms, reason, agent, round(expected * 1000)),
+                )
+            return cursor.rowcount == 1
+
+        return await self._tx(work)
+
+    async def _schedule_rows(self, where: str, args: tuple[Any, ...]) -> list[HeartbeatEntry]:
+        def work(conn: sqlite3.Connection, now: float) -> list[HeartbeatEntry]:
+            rows = conn.execute(f"SELECT * FROM heartbeat_schedule {where}", args).fetchall()
+            return [_entry(row) for row in rows]
+
+        return await self._tx(work)
+
+    async def due_heartbeats(self, now: float, limit: int = 500, offset: int = 0) -> list[HeartbeatEntry]:
+        return await self._schedule_rows(
+            "WHERE due_ms <= ? ORDER BY due_ms, agent LIMIT ? OFFSET ?", (round(now * 1000), limit, offset)
+        )
+
+    async def heartbeat_schedule(self) -> list[HeartbeatEntry]:
+        return await self._schedule_rows("ORDER BY agent", ())
+
+    async def unschedule_heartbeat(self, agent: str) -> None:
+        await self._tx(
+            lambda conn, now: conn.execute("DELETE FROM heartbeat_schedule WHERE agent = ?", (agent,))
+        )
+
+    async def record_heartbeat(self, agent: str, slot: float, outcome: str) -> None:
+        record = HeartbeatEntry(agent=agent, due=0, last_slot=slot, last_outcome=outcome).model_dump_json()
+        await self._tx(
+            lambda conn, now: conn.execute(
+                "UPDATE heartbeat_schedule SET last = ? WHERE agent = ?", (record, agent)
+            )
+        )
+
+    async def log_heartbeat_delivery(self, delivery: HeartbeatDelivery) -> None:
+        def work(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "INSERT INTO heartbeat_deliveries (record) VALUES (?)", (delivery.model_dump_json(),)
+            )
+            conn.execute(
+                "DELETE FROM heartbeat_deliveries "
+                "WHERE seq <= (SELECT MAX(seq) FROM heartbeat_deliveries) - ?",
+                (HB_DELIVERIES_KEEP,),
+            )
+
+        await self._tx(work)
+
+    async def heartbeat_deliveries(self, limit: int = 100) -> list[HeartbeatDelivery]:
+        def work(conn: sqlite3.Connection, now: float) -> list[HeartbeatDelivery]:
+            rows = conn.execute(
+                "SELECT record FROM heartbeat_deliveries ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+            return [HeartbeatDelivery.model_validate_json(row[0]) for row in reversed(rows)]
+
+        return await self._tx(work)
+
+
+HB_DELIVERIES_KEEP = 10_000
+
+
+def _entry(row: sqlite3.Row) -> HeartbeatEntry:
+    extra = HeartbeatEntry.model_validate_json(row["last"]).model_dump() if row["last"] else {}
+    extra.update(agent=row["agent"], due=row["due_ms"] / 1000, reason=row["reason"])
+    return HeartbeatEntry(**extra)
 
 
 def _new_id() -> str:

@@ -20,13 +20,17 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import FleetError, FleetUnavailable, StaleLease, StoreConflict
 from .handle import Fleet
 from .models import AGENT_NAME_PATTERN, Claim, WorkerInfo, WorkerState
 from .queue import Queue
 from .store import AgentWorkspace, guarded_file_tools
+
+if TYPE_CHECKING:
+    from ..heartbeat.clock import Clock
+    from .metrics import FleetMetrics
 
 __all__ = ["Worker"]
 
@@ -47,6 +51,17 @@ def _preload() -> None:
     from ..tools import files, memory, sessions, shell  # noqa: F401
 
 
+def _failure_kind(exc: BaseException) -> str:
+    """A metrics label: what kind of failure ended a turn."""
+    if isinstance(exc, StoreConflict):
+        return "store_conflict"
+    if isinstance(exc, _Permanent):
+        return "agent_missing"
+    if isinstance(exc, FleetError):
+        return "turn_error"
+    return "exception"
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, (_Permanent, ValueError)):
         return False
@@ -61,6 +76,9 @@ class Worker:
     ```
     `agents_dir` holds one workspace folder per agent (AGENTS.md, skills/ ...). `agent_options` are
     passed to every `Agent(...)` (e.g. `model`, `base_url`, `api_key`; defaults come from the env).
+    With `heartbeats` (default) the worker also fires its agents' due heartbeat slots (see
+    `fleet.heartbeats`; `clock` accelerates time in tests, `heartbeat_poll` is how often it looks);
+    `metrics` (a `FleetMetrics`) records turns, tokens, failures and heartbeats.
     """
 
     def __init__(
@@ -74,6 +92,10 @@ class Worker:
         drain_timeout: float | None = None,
         cache_dir: str | Path | None = None,
         agent_options: dict[str, Any] | None = None,
+        heartbeats: bool = True,
+        clock: Clock | None = None,
+        heartbeat_poll: float = 1.0,
+        metrics: FleetMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -104,6 +126,16 @@ class Worker:
         self._lost: set[str] = set()
         self._started = time.time()
         self._outage_logged = False
+        self.clock = clock
+        self.metrics = metrics
+        self._model: Any = None
+        self.scheduler: Any = None
+        if heartbeats:
+            from .heartbeats import HeartbeatScheduler
+
+            self.scheduler = HeartbeatScheduler(
+                self.queue, self.agents_dir, clock=clock, poll=heartbeat_poll, metrics=metrics
+            )
 
     # -- public --------------------------------------------------------------------------------
     def drain(self) -> None:
@@ -136,18 +168,30 @@ class Worker:
         # more, long enough to miss a short lease's renewal.
         await asyncio.to_thread(_preload)
         beat: asyncio.Task[None] | None = None
+        schedule: asyncio.Task[None] | None = None
         try:
             await self._persist(lambda: self.queue.heartbeat(self._info(agents)), "register")
             log.info("worker %s serving %s from %s", self.id, ", ".join(agents), self.queue.url)
             beat = asyncio.create_task(self._heartbeats(agents))
+            if self.scheduler is not None:
+                schedule = asyncio.create_task(self.scheduler.run(self._draining))
             await self._claim_loop()
             await self._finish_in_flight()
         finally:
+            if schedule is not None:
+                schedule.cancel()
+                await asyncio.gather(schedule, return_exceptions=True)
             await self._stop_tasks()
             self.state = "stopping"
             self._beat_now.set()
             for slot, name in list(self._agents):
                 await self._forget(slot, name)
+            if self._model is not None:
+                from ..llm import AnthropicModel
+
+                with contextlib.suppress(Exception):
+                    await AnthropicModel.aclose(self._model)  # the shared client, past its no-op
+                self._model = None
             if beat is not None:
                 await asyncio.wait({beat}, timeout=15)
                 beat.cancel()
@@ -263,6 +307,7 @@ class Worker:
         keeper = asyncio.create_task(self._keep_lease(claim, me))
         workspace: AgentWorkspace | None = None
         clean = False
+        began = time.monotonic()
         try:
             workspace = self._workspace(slot, claim.message.agent)
             text, changes = await self._turn(claim, workspace, slot)
@@ -271,10 +316,12 @@ class Worker:
             await workspace.committed(changes)
             clean = True
             self.completed += 1
+            self._measure("done", began)
         except asyncio.CancelledError:
             if claim.lease_id in self._lost:
                 me.uncancel()
                 self.discarded += 1
+                self._measure("discarded", began, "stale_lease")
                 log.warning(
                     "worker %s: lease on %s lost mid-turn; result discarded", self.id, claim.message.id
                 )
@@ -284,6 +331,7 @@ class Worker:
                 raise
         except StaleLease:
             self.discarded += 1
+            self._measure("discarded", began, "stale_lease")
             log.warning("worker %s: lease on %s was taken over; result discarded", self.id, claim.message.id)
         except Exception as exc:
             self.failed += 1
@@ -291,6 +339,7 @@ class Worker:
                 str(exc) if isinstance(exc, (StoreConflict, FleetError)) else f"{type(exc).__name__}: {exc}"
             )
             retryable = _retryable(exc)
+            self._measure("failed", began, _failure_kind(exc))
             log.warning("worker %s: message %s failed: %s", self.id, claim.message.id, reason)
             with contextlib.suppress(StaleLease):
                 await self._persist(
@@ -305,6 +354,30 @@ class Worker:
             self._free_slots.append(slot)
             self._tasks.pop(me, None)
             self._slot_freed.set()
+
+    def _shared_model(self) -> Any:
+        """One model client for every agent this worker builds: a client costs ~40 ms (its TLS
+        context) and a connection pool, and a busy worker builds an agent per slot and agent."""
+        if self._model is None:
+            from ..config import AgentConfig, build_config
+            from ..llm import AnthropicModel
+
+            class Shared(AnthropicModel):
+                async def aclose(self) -> None:
+                    """Agents come and go; the worker closes the client when it stops."""
+
+            fields = {k: v for k, v in self.agent_options.items() if k in AgentConfig.model_fields}
+            settings = build_config(**fields)
+            model = Shared.from_config(settings)
+            model.model_name = settings.model  # type: ignore[attr-defined]  # what `Agent` reads
+            self._model = model
+        return self._model
+
+    def _measure(self, outcome: str, began: float, failure: str | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.turn_finished(outcome, time.monotonic() - began)
+            if failure is not None:
+                self.metrics.failure(failure)
 
     def _workspace(self, slot: int, agent: str) -> AgentWorkspace:
         key = (slot, agent)
@@ -332,9 +405,27 @@ class Worker:
         if agent is None:
             options = dict(self.agent_options)
             options["tools"] = [*options.get("tools", ()), *guarded_file_tools(workspace)]
+            if options.get("model") is None or isinstance(options["model"], str):
+                options["model"] = self._shared_model()
             agent = Agent(workspace_dir=workspace.root, agent_id=claim.message.agent, **options)
             self._agents[key] = agent
+        from .heartbeats import parse_heartbeat_message, run_heartbeat
+
+        heartbeat = parse_heartbeat_message(claim.message)
+        if heartbeat is not None:
+            summary = await run_heartbeat(
+                self.queue,
+                agent,
+                workspace.root,
+                claim.message,
+                heartbeat,
+                clock=self.clock,
+                metrics=self.metrics,
+            )
+            return summary, await workspace.changes()
         result = await agent.run(claim.message.conversation, claim.message.text)
+        if self.metrics is not None:
+            self.metrics.count_tokens(result.usage)
         if result.stop_reason == "error":
             raise FleetError(result.error or "the turn failed")
         return result.text, await workspace.changes()

@@ -276,6 +276,20 @@ class HeartbeatConfig(BaseModel):
     """Wake requests within this window become one run."""
     retry_ms: float = Field(default=1000.0, gt=0)
     """A busy or failing run is retried after this long (doubling up to a minute)."""
+    sink: str | None = None
+    """Fleet only: where a heartbeat reply that is not an ack goes: an `http(s)://` webhook (POSTed as
+    JSON) or `log` (the fleet's delivery log: a Redis stream, or a table of the SQLite queue; the
+    default). A single-machine agent hands replies to its `deliver` callback instead."""
+
+    @field_validator("sink")
+    @classmethod
+    def _check_sink(cls, value: str | None) -> str | None:
+        if value is None or value.strip() in ("", "log"):
+            return None if value is None or not value.strip() else "log"
+        text = value.strip()
+        if not text.startswith(("http://", "https://")):
+            raise ValueError(f"heartbeat.sink: {value!r} is neither an http(s):// webhook URL nor 'log'")
+        return text
 
     @field_validator("every", mode="before")
     @classmethod
