@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import FleetError, FleetUnavailable, StaleLease, StoreConflict
+from .events import TurnPublisher, turn_event
 from .handle import Fleet
-from .models import AGENT_NAME_PATTERN, Claim, WorkerInfo, WorkerState
+from .models import AGENT_NAME_PATTERN, Claim, TurnEvent, WorkerInfo, WorkerState
 from .queue import Queue
 from .store import AgentWorkspace, guarded_file_tools
 
@@ -263,11 +264,14 @@ class Worker:
         keeper = asyncio.create_task(self._keep_lease(claim, me))
         workspace: AgentWorkspace | None = None
         clean = False
+        publisher = TurnPublisher(self.queue, claim.message.id)
+        final: list[TurnEvent] = []
         try:
             workspace = self._workspace(slot, claim.message.agent)
-            text, changes = await self._turn(claim, workspace, slot)
+            text, changes = await self._turn(claim, workspace, slot, publisher)
             keeper.cancel()
             await self._persist(lambda: self.queue.complete(claim, text, changes), "complete")
+            final.append(TurnEvent(type="done", status="done", text=text, attempt=claim.attempt))
             await workspace.committed(changes)
             clean = True
             self.completed += 1
@@ -293,11 +297,18 @@ class Worker:
             retryable = _retryable(exc)
             log.warning("worker %s: message %s failed: %s", self.id, claim.message.id, reason)
             with contextlib.suppress(StaleLease):
-                await self._persist(
+                outcome = await self._persist(
                     lambda: self.queue.fail(claim, reason, retryable=retryable), "record a failure"
                 )
+                dead = outcome.status == "dead_letter"
+                final.append(TurnEvent(type="error", text=reason, attempt=claim.attempt, retrying=not dead))
+                if dead:
+                    final.append(TurnEvent(type="done", status="dead_letter", text=reason))
         finally:
             keeper.cancel()
+            for event in final:
+                publisher.add(event)
+            await publisher.close()
             self._lost.discard(claim.lease_id)
             if workspace is not None and not clean:
                 await self._forget(slot, claim.message.agent)
@@ -323,7 +334,9 @@ class Worker:
             with contextlib.suppress(Exception):
                 await agent.aclose()
 
-    async def _turn(self, claim: Claim, workspace: AgentWorkspace, slot: int) -> tuple[str, list[Any]]:
+    async def _turn(
+        self, claim: Claim, workspace: AgentWorkspace, slot: int, publisher: TurnPublisher
+    ) -> tuple[str, list[Any]]:
         from ..agent import Agent
 
         await workspace.hydrate(claim.message.conversation)
@@ -334,7 +347,17 @@ class Worker:
             options["tools"] = [*options.get("tools", ()), *guarded_file_tools(workspace)]
             agent = Agent(workspace_dir=workspace.root, agent_id=claim.message.agent, **options)
             self._agents[key] = agent
-        result = await agent.run(claim.message.conversation, claim.message.text)
+        result, error = None, None
+        async for event in agent.stream(claim.message.conversation, claim.message.text):  # as Agent.run
+            if event.type == "error":
+                error = event.data.get("exception")
+            elif event.type == "done":
+                result = event.result
+            elif (wire := turn_event(event)) is not None:
+                publisher.add(wire)  # the gateway streams these to SSE clients as they come
+        if error is not None:
+            raise error
+        assert result is not None
         if result.stop_reason == "error":
             raise FleetError(result.error or "the turn failed")
         return result.text, await workspace.changes()
