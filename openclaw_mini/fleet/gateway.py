@@ -33,6 +33,7 @@ from ..errors import FleetError, FleetUnavailable, InvalidMessage, MessageNotFou
 from ..state.auth import hash_token
 from .models import (
     AGENT_NAME_PATTERN,
+    CONVERSATION_PATTERN,
     MAX_TEXT_BYTES,
     Backlog,
     FleetStatus,
@@ -166,9 +167,13 @@ class GatewayTokens:
 class EnqueueRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    agent: str = Field(min_length=1, max_length=64)
-    conversation: str = Field(min_length=1, max_length=128)
-    text: str = Field(min_length=1)
+    agent: str = Field(pattern=f"^{AGENT_NAME_PATTERN.pattern}$")
+    conversation: str = Field(pattern=f"^{CONVERSATION_PATTERN.pattern}$")
+    text: str = Field(
+        max_length=MAX_TEXT_BYTES,
+        pattern=r"[^\s\x1c-\x1f]",
+        description=f"Not blank; at most {MAX_TEXT_BYTES} UTF-8 bytes",
+    )
     priority: int = Field(default=50, ge=0, le=100)
 
 
