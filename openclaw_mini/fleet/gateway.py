@@ -167,12 +167,12 @@ class GatewayTokens:
 class EnqueueRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    agent: str = Field(pattern=f"^{AGENT_NAME_PATTERN.pattern}$")
-    conversation: str = Field(pattern=f"^{CONVERSATION_PATTERN.pattern}$")
+    # The rules go into the schema only: `validate_message` enforces them with clearer messages.
+    agent: str = Field(json_schema_extra={"pattern": f"^{AGENT_NAME_PATTERN.pattern}$"})
+    conversation: str = Field(json_schema_extra={"pattern": f"^{CONVERSATION_PATTERN.pattern}$"})
     text: str = Field(
-        max_length=MAX_TEXT_BYTES,
-        pattern=r"[^\s\x1c-\x1f]",
         description=f"Not blank; at most {MAX_TEXT_BYTES} UTF-8 bytes",
+        json_schema_extra={"pattern": r"[^\s\x1c-\x1f]", "maxLength": MAX_TEXT_BYTES},
     )
     priority: int = Field(default=50, ge=0, le=100)
 
