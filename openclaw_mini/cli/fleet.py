@@ -373,3 +373,76 @@ def backlog(url: UrlOption = None, as_json: JsonOption = False) -> None:
     typer.echo(f"waiting {current.waiting}  in flight {current.in_flight}  delayed {current.delayed}")
     for stream in current.streams:
         typer.echo(f"{stream.stream:<24} lag {stream.lag}  pending {stream.pending}")
+
+
+@app.command()
+@_fleet_command
+def up(
+    agents: Annotated[Path, typer.Option("--agents", help="Folder with one workspace folder per agent.")],
+    url: UrlOption = None,
+    min_workers: Annotated[int, typer.Option("--min", min=0, help="Workers kept even when idle.")] = 1,
+    max_workers: Annotated[int, typer.Option("--max", min=1, help="Workers at most.")] = 4,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Turns per worker.")] = 8,
+    per_worker: Annotated[
+        int | None,
+        typer.Option("--per-worker", min=1, help="Conversations per worker (default: --concurrency)."),
+    ] = None,
+    idle: Annotated[
+        str, typer.Option("--idle", help="Drain idle workers once fewer are needed for this long.")
+    ] = "30s",
+    interval: Annotated[str, typer.Option("--interval", help="How often the backlog is read.")] = "1s",
+    lease: Annotated[str, typer.Option("--lease", help="Workers' lease length.")] = "30s",
+    drain_timeout: Annotated[
+        str | None, typer.Option("--drain-timeout", help="Workers' drain timeout (default: lease).")
+    ] = None,
+    backoff: Annotated[str, typer.Option("--backoff", help="Workers' first retry delay.")] = "1s",
+) -> None:
+    """Supervise local workers: scale between --min and --max on the conversations waiting; SIGTERM
+    drains them all and exits 0."""
+    from pydantic import ValidationError
+
+    from openclaw_mini.fleet.queue import resolve_url
+    from openclaw_mini.fleet.scaler import ScalePolicy, Scaler
+
+    try:
+        policy = ScalePolicy(
+            min_workers=min_workers,
+            max_workers=max_workers,
+            per_worker=per_worker or concurrency,
+            scale_down_after=parse_duration(idle, "--idle"),
+            interval=parse_duration(interval, "--interval"),
+        )
+    except ValidationError as exc:
+        fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()))
+    if not agents.is_dir():
+        fail(f"--agents {agents} is not a folder (one workspace folder per agent)")
+    fleet_url = resolve_url(url)
+    lease_seconds = parse_duration(lease, "--lease")
+    drain = parse_duration(drain_timeout, "--drain-timeout") if drain_timeout else lease_seconds
+    command = [
+        sys.executable, "-m", "openclaw_mini.cli.main", "fleet", "worker",
+        "--url", fleet_url, "--agents", str(agents), "--concurrency", str(concurrency),
+        "--lease", lease, "--backoff", backoff, "--drain-timeout", f"{drain}s",
+    ]  # fmt: skip
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("openclaw_mini.fleet").setLevel(logging.INFO)
+
+    async def go() -> None:
+        fleet = await _connect_patiently(fleet_url, None)
+        try:
+            scaler = Scaler(fleet, command, policy)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, scaler.stop)
+            await scaler.run(drain_timeout=drain)
+            print(
+                f"fleet up stopped: {scaler.started} started, {scaler.drained} drained, "
+                f"{scaler.replaced} replaced",
+                file=sys.stderr,
+            )
+        finally:
+            await fleet.close()
+
+    _run(go())
