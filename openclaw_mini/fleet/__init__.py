@@ -13,8 +13,21 @@ await Worker(fleet, agents_dir="agents/", concurrency=8).run()
 from __future__ import annotations
 
 from .handle import Fleet
-from .models import Claim, FileChange, FileMeta, FleetStatus, Message, MessageResult, RetryPolicy, WorkerInfo
+from .models import (
+    Backlog,
+    Claim,
+    FileChange,
+    FileMeta,
+    FleetStatus,
+    Message,
+    MessageResult,
+    RetryPolicy,
+    StreamBacklog,
+    TurnEvent,
+    WorkerInfo,
+)
 from .queue import DEFAULT_FLEET_URL, FLEET_URL_ENV, Queue, open_queue
+from .scaler import ScalePolicy, Scaler
 from .store import AgentWorkspace
 from .worker import Worker
 
@@ -22,6 +35,7 @@ __all__ = [
     "DEFAULT_FLEET_URL",
     "FLEET_URL_ENV",
     "AgentWorkspace",
+    "Backlog",
     "Claim",
     "FileChange",
     "FileMeta",
@@ -31,6 +45,10 @@ __all__ = [
     "MessageResult",
     "Queue",
     "RetryPolicy",
+    "ScalePolicy",
+    "Scaler",
+    "StreamBacklog",
+    "TurnEvent",
     "Worker",
     "WorkerInfo",
     "open_queue",
