@@ -275,3 +275,26 @@ async def test_a_stream_resumes_after_last_event_id(gateway: Gateway, model: Fak
         assert resumed == ids[2:]
         bad = await client.get(f"/v1/messages/{message_id}/events", headers={"Last-Event-ID": "x; drop"})
         assert bad.status_code == 400
+
+
+async def test_sse_on_the_embedded_sqlite_queue(tmp_path: Path, model: FakeAnthropicServer) -> None:
+    model.handler = lambda request: text_reply("streamed from sqlite", chunk_delay=0.01)
+    fleet = await Fleet.connect(f"sqlite:///{tmp_path}/fleet.db", retry=FAST)
+    tokens = GatewayTokens(tmp_path / "tokens.json")
+    try:
+        async with serve_gateway_in_background(fleet, tokens, stream_timeout=60) as url:
+            gw = Gateway(fleet, url, tokens, make_agents(tmp_path / "agents", "support"), model.url)
+            gw.start_worker()
+            try:
+                async with gw.client(gw.support) as client:
+                    sent = await client.post("/v1/messages", json=_send("s1", "hi"))
+                    events = await _sse(client, sent.json()["message"]["id"])
+            finally:
+                await gw.stop_workers()
+    finally:
+        await fleet.close()
+    assert events[-1] == (
+        "done",
+        {"type": "done", "status": "done", "text": "streamed from sqlite", "attempt": 1},
+    )
+    assert "".join(d["text"] for k, d in events if k == "text_delta") == "streamed from sqlite"

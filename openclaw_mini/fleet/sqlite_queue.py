@@ -437,21 +437,28 @@ class SqliteQueue(Queue):
     ) -> list[TurnEvent]:
         start = int(after) if after.isdigit() else 0
 
-        def work(conn: sqlite3.Connection, now: float) -> list[TurnEvent]:
-            rows = conn.execute(
-                "SELECT seq, data FROM events WHERE message_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (message_id, start, limit),
-            ).fetchall()
+        def read() -> list[TurnEvent]:
+            # A plain read, not `_tx`'s write transaction: a polling stream must not hold up workers.
+            with self._lock:
+                if self._conn is None:
+                    raise FleetUnavailable(f"the fleet database {self.path} is closed")
+                try:
+                    rows = self._conn.execute(
+                        "SELECT seq, data FROM events WHERE message_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                        (message_id, start, limit),
+                    ).fetchall()
+                except sqlite3.Error as exc:
+                    raise FleetUnavailable(f"fleet database {self.path}: {exc}") from exc
             return [
                 TurnEvent.model_validate_json(data).model_copy(update={"id": str(seq)}) for seq, data in rows
             ]
 
         deadline = time.monotonic() + wait
         while True:
-            found = await self._tx(work)
+            found = await asyncio.to_thread(read)
             if found or time.monotonic() >= deadline:
                 return found
-            await asyncio.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
 
     async def backlog(self) -> Backlog:
         def work(conn: sqlite3.Connection, now: float) -> Backlog:
