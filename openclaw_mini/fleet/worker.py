@@ -306,16 +306,20 @@ class Worker:
                     final.append(TurnEvent(type="done", status="dead_letter", text=reason))
         finally:
             keeper.cancel()
-            for event in final:
-                publisher.add(event)
-            await publisher.close()
             self._lost.discard(claim.lease_id)
-            if workspace is not None and not clean:
-                await self._forget(slot, claim.message.agent)
-                await workspace.reset()
-            self._free_slots.append(slot)
-            self._tasks.pop(me, None)
-            self._slot_freed.set()
+            try:
+                try:
+                    if workspace is not None and not clean:
+                        await self._forget(slot, claim.message.agent)
+                        await workspace.reset()
+                finally:
+                    for event in final:
+                        publisher.add(event)
+                    await publisher.close()
+            finally:
+                self._free_slots.append(slot)
+                self._tasks.pop(me, None)
+                self._slot_freed.set()
 
     def _workspace(self, slot: int, agent: str) -> AgentWorkspace:
         key = (slot, agent)
