@@ -94,6 +94,13 @@ _LISTINGS = ("os.listdir", "os.scandir")
 # blocks inside `openclaw_mini` (file I/O, sleeps, sockets, SQLite, locks) while a loop runs fails.
 _MAY_BLOCK: tuple[_MayBlock, ...] = (
     _MayBlock(
+        "openclaw_mini/fleet/gateway.py",
+        frozenset({"_load"}),
+        (*_PATH_CALLS, *_READS),
+        "the gateway's token file: one stat at most once a second per request, re-read only when it "
+        "changed (so `fleet token create` applies to a running gateway)",
+    ),
+    _MayBlock(
         "openclaw_mini/skills/loader.py",
         frozenset({"__init__", "bundled_skills_dir"}),
         _PATH_CALLS,

@@ -345,3 +345,163 @@ def dead_drop(message_id: Annotated[str, typer.Argument(help="Message id.")], ur
     """Delete a dead letter for good."""
     _dead_op("drop_dead", message_id, url)
     typer.echo(f"{message_id} dropped")
+
+
+TokensOption = Annotated[
+    Path,
+    typer.Option("--tokens", help="The gateway's token file (hashes only)."),
+]
+_DEFAULT_TOKENS = Path(".openclaw-mini/gateway-tokens.json")
+
+
+@app.command()
+@_fleet_command
+def serve(
+    url: UrlOption = None,
+    host: Annotated[str, typer.Option("--host", help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8787,
+    tokens: TokensOption = _DEFAULT_TOKENS,
+) -> None:
+    """HTTP gateway: enqueue, read replies, stream turns as SSE, status, dead letters (`server` extra)."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        fail("fleet serve needs the server extra: pip install 'openclaw-mini[server]'")
+    from openclaw_mini.fleet.gateway import GatewayTokens, serve_gateway
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    registry = GatewayTokens(tokens)
+
+    async def go() -> None:
+        fleet = await _connect(url)
+        try:
+            print(f"fleet gateway on http://{host}:{port} for {fleet.url}", file=sys.stderr)
+            await serve_gateway(fleet, registry, host=host, port=port)
+        finally:
+            await fleet.close()
+
+    _run(go())
+
+
+token_app = typer.Typer(help="Bearer tokens of the HTTP gateway (stored hashed).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+@_fleet_command
+def token_create(
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Token for this agent only (enqueue, read its messages).")
+    ] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Admin token (status, dead letters, any agent).")
+    ] = False,
+    name: Annotated[str, typer.Option("--name", help="A label to recognise it by.")] = "",
+    tokens: TokensOption = _DEFAULT_TOKENS,
+) -> None:
+    """Create a gateway token and print it (the only time it is shown)."""
+    from openclaw_mini.errors import FleetError
+    from openclaw_mini.fleet.gateway import GatewayTokens
+
+    if admin == (agent is not None):
+        fail("say either --admin or --agent NAME")
+    try:
+        token = GatewayTokens(tokens).create(scope="admin" if admin else "agent", agent=agent, name=name)
+    except FleetError as exc:
+        fail(str(exc))
+    typer.echo(token)
+
+
+@app.command()
+@_fleet_command
+def backlog(url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """Conversations waiting and in flight, per stream: what an external autoscaler watches."""
+
+    async def go() -> Any:
+        fleet = await _connect(url)
+        try:
+            return await fleet.queue.backlog()
+        finally:
+            await fleet.close()
+
+    current = _run(go())
+    if as_json:
+        typer.echo(current.model_dump_json(indent=2))
+        return
+    typer.echo(f"waiting {current.waiting}  in flight {current.in_flight}  delayed {current.delayed}")
+    for stream in current.streams:
+        typer.echo(f"{stream.stream:<24} lag {stream.lag}  pending {stream.pending}")
+
+
+@app.command()
+@_fleet_command
+def up(
+    agents: Annotated[Path, typer.Option("--agents", help="Folder with one workspace folder per agent.")],
+    url: UrlOption = None,
+    min_workers: Annotated[int, typer.Option("--min", min=0, help="Workers kept even when idle.")] = 1,
+    max_workers: Annotated[int, typer.Option("--max", min=1, help="Workers at most.")] = 4,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Turns per worker.")] = 8,
+    per_worker: Annotated[
+        int | None,
+        typer.Option("--per-worker", min=1, help="Conversations per worker (default: --concurrency)."),
+    ] = None,
+    idle: Annotated[
+        str, typer.Option("--idle", help="Drain idle workers once fewer are needed for this long.")
+    ] = "30s",
+    interval: Annotated[str, typer.Option("--interval", help="How often the backlog is read.")] = "1s",
+    lease: Annotated[str, typer.Option("--lease", help="Workers' lease length.")] = "30s",
+    drain_timeout: Annotated[
+        str | None, typer.Option("--drain-timeout", help="Workers' drain timeout (default: lease).")
+    ] = None,
+    backoff: Annotated[str, typer.Option("--backoff", help="Workers' first retry delay.")] = "1s",
+) -> None:
+    """Supervise local workers: scale between --min and --max on the conversations waiting; SIGTERM
+    drains them all and exits 0."""
+    from pydantic import ValidationError
+
+    from openclaw_mini.fleet.queue import resolve_url
+    from openclaw_mini.fleet.scaler import ScalePolicy, Scaler
+
+    try:
+        policy = ScalePolicy(
+            min_workers=min_workers,
+            max_workers=max_workers,
+            per_worker=per_worker or concurrency,
+            scale_down_after=parse_duration(idle, "--idle"),
+            interval=parse_duration(interval, "--interval"),
+        )
+    except ValidationError as exc:
+        fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()))
+    if not agents.is_dir():
+        fail(f"--agents {agents} is not a folder (one workspace folder per agent)")
+    fleet_url = resolve_url(url)
+    lease_seconds = parse_duration(lease, "--lease")
+    drain = parse_duration(drain_timeout, "--drain-timeout") if drain_timeout else lease_seconds
+    command = [
+        sys.executable, "-m", "openclaw_mini.cli.main", "fleet", "worker",
+        "--url", fleet_url, "--agents", str(agents), "--concurrency", str(concurrency),
+        "--lease", lease, "--backoff", backoff, "--drain-timeout", f"{drain}s",
+    ]  # fmt: skip
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("openclaw_mini.fleet").setLevel(logging.INFO)
+
+    async def go() -> None:
+        fleet = await _connect_patiently(fleet_url, None)
+        try:
+            scaler = Scaler(fleet, command, policy)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, scaler.stop)
+            await scaler.run(drain_timeout=drain)
+            print(
+                f"fleet up stopped: {scaler.started} started, {scaler.drained} drained, "
+                f"{scaler.replaced} replaced",
+                file=sys.stderr,
+            )
+        finally:
+            await fleet.close()
+
+    _run(go())

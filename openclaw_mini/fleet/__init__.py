@@ -16,6 +16,7 @@ from .handle import Fleet
 from .heartbeats import HeartbeatScheduler, ScaledClock
 from .metrics import FleetMetrics
 from .models import (
+    Backlog,
     Claim,
     FileChange,
     FileMeta,
@@ -25,9 +26,12 @@ from .models import (
     Message,
     MessageResult,
     RetryPolicy,
+    StreamBacklog,
+    TurnEvent,
     WorkerInfo,
 )
 from .queue import DEFAULT_FLEET_URL, FLEET_URL_ENV, Queue, open_queue
+from .scaler import ScalePolicy, Scaler
 from .store import AgentWorkspace
 from .worker import Worker
 
@@ -35,6 +39,7 @@ __all__ = [
     "DEFAULT_FLEET_URL",
     "FLEET_URL_ENV",
     "AgentWorkspace",
+    "Backlog",
     "Claim",
     "FileChange",
     "FileMeta",
@@ -48,7 +53,11 @@ __all__ = [
     "MessageResult",
     "Queue",
     "RetryPolicy",
+    "ScalePolicy",
     "ScaledClock",
+    "Scaler",
+    "StreamBacklog",
+    "TurnEvent",
     "Worker",
     "WorkerInfo",
     "open_queue",

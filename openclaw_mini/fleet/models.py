@@ -18,6 +18,7 @@ __all__ = [
     "AGENT_NAME_PATTERN",
     "CONVERSATION_PATTERN",
     "MAX_TEXT_BYTES",
+    "Backlog",
     "Claim",
     "FileChange",
     "FileMeta",
@@ -28,6 +29,9 @@ __all__ = [
     "MessageResult",
     "MessageStatus",
     "RetryPolicy",
+    "StreamBacklog",
+    "TurnEvent",
+    "TurnEventType",
     "WorkerInfo",
     "WorkerState",
     "priority_band",
@@ -207,3 +211,51 @@ class HeartbeatDelivery(_Model):
     message_id: str
     text: str
     at: float
+
+
+class StreamBacklog(_Model):
+    """One Redis stream (or the SQLite equivalent) an external scaler can watch."""
+
+    stream: str
+    lag: int
+    """Entries not yet delivered to any worker: conversations waiting for a slot."""
+    pending: int
+    """Entries delivered and not yet acknowledged: conversations a worker is serving."""
+
+
+class Backlog(_Model):
+    """What a scaler needs: conversations (not messages) waiting and being served, per stream.
+
+    A conversation runs one message at a time, so 20 messages on one conversation count once."""
+
+    waiting: int
+    """Conversations whose next message could start now."""
+    in_flight: int
+    """Conversations a worker is serving."""
+    delayed: int
+    """Messages waiting out a retry delay."""
+    streams: list[StreamBacklog] = Field(default_factory=list)
+
+
+TurnEventType = Literal["text_delta", "tool_start", "tool_end", "error", "done"]
+
+
+class TurnEvent(_Model):
+    """One event of a running turn, as the worker publishes it and the gateway streams it (SSE).
+
+    `done` ends a message's stream: `status` is `done` (with the reply in `text`) or `dead_letter`;
+    `error` is a failed attempt (`retrying` says whether another follows)."""
+
+    id: str = ""
+    """Stream position, set when read back: pass it as `Last-Event-ID` to resume."""
+    type: TurnEventType
+    text: str | None = None
+    tool: str | None = None
+    """The tool's name (tool_start/tool_end); inputs and outputs stay in the transcript."""
+    tool_use_id: str | None = None
+    is_error: bool | None = None
+    attempt: int | None = None
+    status: MessageStatus | None = None
+    retrying: bool | None = None
+    at: float | None = None
+    """Worker clock (epoch seconds) when the event was produced."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import FleetError
 from .models import (
+    Backlog,
     Claim,
     FileChange,
     FileMeta,
@@ -30,15 +31,26 @@ from .models import (
     Message,
     MessageResult,
     RetryPolicy,
+    TurnEvent,
     WorkerInfo,
     validate_message,
 )
 
-__all__ = ["DEFAULT_FLEET_URL", "FLEET_URL_ENV", "Queue", "open_queue", "redact_url", "resolve_url"]
+__all__ = [
+    "DEFAULT_FLEET_URL",
+    "EVENT_TTL_SECONDS",
+    "FLEET_URL_ENV",
+    "Queue",
+    "open_queue",
+    "redact_url",
+    "resolve_url",
+]
 
 FLEET_URL_ENV = "OPENCLAW_MINI_FLEET_URL"
 DEFAULT_FLEET_URL = "sqlite:///.openclaw-mini/fleet.db"
 """With no URL anywhere: the embedded queue in the current folder, so nobody needs Redis to start."""
+EVENT_TTL_SECONDS = 3600
+"""A message's turn events are kept this long after the last one: for streaming, not for history."""
 
 
 def redact_url(url: str) -> str:
@@ -184,6 +196,21 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     async def heartbeat_deliveries(self, limit: int = 100) -> list[HeartbeatDelivery]:
         """The newest deliveries, oldest first."""
+
+    # -- turn events and backlog (the gateway and the scaler) ------------------------------------
+    @abc.abstractmethod
+    async def publish_events(self, message_id: str, events: Sequence[TurnEvent]) -> None:
+        """Append a running turn's events to the message's event stream (kept `EVENT_TTL_SECONDS`)."""
+
+    @abc.abstractmethod
+    async def read_events(
+        self, message_id: str, after: str = "", *, wait: float = 0.0, limit: int = 500
+    ) -> list[TurnEvent]:
+        """Events after position `after` ("" = from the start); waits up to `wait` s for a first one."""
+
+    @abc.abstractmethod
+    async def backlog(self) -> Backlog:
+        """Conversations waiting and in flight, and per-stream lag/pending, for autoscalers."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

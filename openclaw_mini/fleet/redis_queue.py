@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FleetError, FleetUnavailable, MessageNotFound, StaleLease, StoreConflict, UnknownAgent
 from .models import (
+    Backlog,
     Claim,
     FileChange,
     FileMeta,
@@ -28,10 +29,12 @@ from .models import (
     Message,
     MessageResult,
     RetryPolicy,
+    StreamBacklog,
+    TurnEvent,
     WorkerInfo,
     priority_band,
 )
-from .queue import Queue, redact_url
+from .queue import EVENT_TTL_SECONDS, Queue, redact_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -709,6 +712,50 @@ class RedisQueue(Queue):
     async def heartbeat_deliveries(self, limit: int = 100) -> list[HeartbeatDelivery]:
         raw = await self._call(self.client.xrevrange(self.prefix + "hb:deliveries", count=limit))
         return [HeartbeatDelivery.model_validate_json(fields[b"json"]) for _, fields in reversed(raw)]
+
+    # -- turn events and backlog -----------------------------------------------------------------
+    def _events_key(self, message_id: str) -> str:
+        return f"{self.prefix}ev:{message_id}"
+
+    async def publish_events(self, message_id: str, events: Sequence[TurnEvent]) -> None:
+        key = self._events_key(message_id)
+        pipe = self.client.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(key, {"e": event.model_dump_json(exclude={"id"}, exclude_none=True)})
+        pipe.expire(key, EVENT_TTL_SECONDS)
+        await self._call(pipe.execute())
+
+    async def read_events(
+        self, message_id: str, after: str = "", *, wait: float = 0.0, limit: int = 500
+    ) -> list[TurnEvent]:
+        key = self._events_key(message_id)
+        block = int(min(wait, 10.0) * 1000) or None  # under the client's 15 s socket timeout
+        reply = await self._call(self.client.xread({key: after or "0-0"}, count=limit, block=block))
+        found = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                event = TurnEvent.model_validate_json(fields[b"e"])
+                found.append(event.model_copy(update={"id": _s(entry_id)}))
+        return found
+
+    async def backlog(self) -> Backlog:
+        streams = []
+        for band in BANDS:
+            groups = await self._call(self.client.xinfo_groups(self._ready(band)))
+            for group in groups:
+                if _s(group.get("name", b"")) != GROUP:
+                    continue
+                lag = group.get("lag")
+                streams.append(
+                    StreamBacklog(stream=self._ready(band), lag=int(lag or 0), pending=int(group["pending"]))
+                )
+        delayed = await self._call(self.client.zcard(self.prefix + "delayed"))
+        return Backlog(
+            waiting=sum(s.lag for s in streams),
+            in_flight=sum(s.pending for s in streams),
+            delayed=int(delayed),
+            streams=streams,
+        )
 
 
 def _result(raw: dict[bytes, bytes], now: float) -> MessageResult:

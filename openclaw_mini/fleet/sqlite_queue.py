@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from ..errors import FleetUnavailable, MessageNotFound, StaleLease, StoreConflict, UnknownAgent
 from .models import (
+    Backlog,
     Claim,
     FileChange,
     FileMeta,
@@ -27,10 +28,12 @@ from .models import (
     Message,
     MessageResult,
     RetryPolicy,
+    StreamBacklog,
+    TurnEvent,
     WorkerInfo,
     priority_band,
 )
-from .queue import Queue
+from .queue import EVENT_TTL_SECONDS, Queue
 
 __all__ = ["SqliteQueue"]
 
@@ -53,6 +56,10 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS agents (agent TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, info TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL, at REAL NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_message ON events(message_id, seq);
 CREATE TABLE IF NOT EXISTS heartbeat_schedule (
   agent TEXT PRIMARY KEY, due_ms INTEGER NOT NULL, reason TEXT NOT NULL, last TEXT
 );
@@ -412,6 +419,66 @@ class SqliteQueue(Queue):
                 "SELECT version, digest, size FROM files WHERE agent = ? AND path = ?", (agent, path)
             ).fetchone()
             return None if r is None else FileMeta(version=r[0], digest=r[1], size=r[2])
+
+        return await self._tx(work)
+
+    # -- turn events and backlog -----------------------------------------------------------------
+    async def publish_events(self, message_id: str, events: Sequence[TurnEvent]) -> None:
+        rows = [event.model_dump_json(exclude={"id"}, exclude_none=True) for event in events]
+
+        def work(conn: sqlite3.Connection, now: float) -> None:
+            conn.executemany(
+                "INSERT INTO events (message_id, at, data) VALUES (?, ?, ?)",
+                [(message_id, now, data) for data in rows],
+            )
+            if any(event.type == "done" for event in events):  # a finished turn sweeps old streams
+                conn.execute("DELETE FROM events WHERE at < ?", (now - EVENT_TTL_SECONDS,))
+
+        await self._tx(work)
+
+    async def read_events(
+        self, message_id: str, after: str = "", *, wait: float = 0.0, limit: int = 500
+    ) -> list[TurnEvent]:
+        start = int(after) if after.isdigit() else 0
+
+        def read() -> list[TurnEvent]:
+            # A plain read, not `_tx`'s write transaction: a polling stream must not hold up workers.
+            with self._lock:
+                if self._conn is None:
+                    raise FleetUnavailable(f"the fleet database {self.path} is closed")
+                try:
+                    rows = self._conn.execute(
+                        "SELECT seq, data FROM events WHERE message_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                        (message_id, start, limit),
+                    ).fetchall()
+                except sqlite3.Error as exc:
+                    raise FleetUnavailable(f"fleet database {self.path}: {exc}") from exc
+            return [
+                TurnEvent.model_validate_json(data).model_copy(update={"id": str(seq)}) for seq, data in rows
+            ]
+
+        deadline = time.monotonic() + wait
+        while True:
+            found = await asyncio.to_thread(read)
+            if found or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+
+    async def backlog(self) -> Backlog:
+        def work(conn: sqlite3.Connection, now: float) -> Backlog:
+            waiting, serving, delayed = conn.execute(
+                "SELECT COALESCE(SUM(leased = 0 AND latest <= ?), 0), COALESCE(SUM(leased > 0), 0),"
+                " COALESCE(SUM(leased = 0 AND latest > ?), 0) FROM ("
+                "  SELECT SUM(state = 'leased') AS leased, MAX(not_before) AS latest FROM messages"
+                f"  WHERE state IN {_OPEN} GROUP BY agent, conversation)",
+                (now, now),
+            ).fetchone()
+            return Backlog(
+                waiting=int(waiting),
+                in_flight=int(serving),
+                delayed=int(delayed),
+                streams=[StreamBacklog(stream=str(self.path), lag=int(waiting), pending=int(serving))],
+            )
 
         return await self._tx(work)
 

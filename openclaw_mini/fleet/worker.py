@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import FleetError, FleetUnavailable, StaleLease, StoreConflict
+from .events import TurnPublisher, turn_event
 from .handle import Fleet
-from .models import AGENT_NAME_PATTERN, Claim, WorkerInfo, WorkerState
+from .models import AGENT_NAME_PATTERN, Claim, TurnEvent, WorkerInfo, WorkerState
 from .queue import Queue
 from .store import AgentWorkspace, guarded_file_tools
 
@@ -163,7 +164,9 @@ class Worker:
         agents = self.agents()
         if not agents:
             raise FleetError(f"agents dir {self.agents_dir} has no agent folders")
-        self._cache = self._cache_arg or Path(tempfile.mkdtemp(prefix="openclaw-mini-worker-"))
+        self._cache = self._cache_arg or Path(
+            await asyncio.to_thread(tempfile.mkdtemp, prefix="openclaw-mini-worker-")
+        )
         # Import the agent stack now: a first import inside a turn blocks the loop for a second or
         # more, long enough to miss a short lease's renewal.
         await asyncio.to_thread(_preload)
@@ -308,11 +311,14 @@ class Worker:
         workspace: AgentWorkspace | None = None
         clean = False
         began = time.monotonic()
+        publisher = TurnPublisher(self.queue, claim.message.id)
+        final: list[TurnEvent] = []
         try:
             workspace = self._workspace(slot, claim.message.agent)
-            text, changes = await self._turn(claim, workspace, slot)
+            text, changes = await self._turn(claim, workspace, slot, publisher)
             keeper.cancel()
             await self._persist(lambda: self.queue.complete(claim, text, changes), "complete")
+            final.append(TurnEvent(type="done", status="done", text=text, attempt=claim.attempt))
             await workspace.committed(changes)
             clean = True
             self.completed += 1
@@ -342,18 +348,29 @@ class Worker:
             self._measure("failed", began, _failure_kind(exc))
             log.warning("worker %s: message %s failed: %s", self.id, claim.message.id, reason)
             with contextlib.suppress(StaleLease):
-                await self._persist(
+                outcome = await self._persist(
                     lambda: self.queue.fail(claim, reason, retryable=retryable), "record a failure"
                 )
+                dead = outcome.status == "dead_letter"
+                final.append(TurnEvent(type="error", text=reason, attempt=claim.attempt, retrying=not dead))
+                if dead:
+                    final.append(TurnEvent(type="done", status="dead_letter", text=reason))
         finally:
             keeper.cancel()
             self._lost.discard(claim.lease_id)
-            if workspace is not None and not clean:
-                await self._forget(slot, claim.message.agent)
-                await workspace.reset()
-            self._free_slots.append(slot)
-            self._tasks.pop(me, None)
-            self._slot_freed.set()
+            try:
+                try:
+                    if workspace is not None and not clean:
+                        await self._forget(slot, claim.message.agent)
+                        await workspace.reset()
+                finally:
+                    for event in final:
+                        publisher.add(event)
+                    await publisher.close()
+            finally:
+                self._free_slots.append(slot)
+                self._tasks.pop(me, None)
+                self._slot_freed.set()
 
     def _shared_model(self) -> Any:
         """One model client for every agent this worker builds: a client costs ~40 ms (its TLS
@@ -396,7 +413,9 @@ class Worker:
             with contextlib.suppress(Exception):
                 await agent.aclose()
 
-    async def _turn(self, claim: Claim, workspace: AgentWorkspace, slot: int) -> tuple[str, list[Any]]:
+    async def _turn(
+        self, claim: Claim, workspace: AgentWorkspace, slot: int, publisher: TurnPublisher
+    ) -> tuple[str, list[Any]]:
         from ..agent import Agent
 
         await workspace.hydrate(claim.message.conversation)
@@ -423,7 +442,17 @@ class Worker:
                 metrics=self.metrics,
             )
             return summary, await workspace.changes()
-        result = await agent.run(claim.message.conversation, claim.message.text)
+        result, error = None, None
+        async for event in agent.stream(claim.message.conversation, claim.message.text):  # as Agent.run
+            if event.type == "error":
+                error = event.data.get("exception")
+            elif event.type == "done":
+                result = event.result
+            elif (wire := turn_event(event)) is not None:
+                publisher.add(wire)  # the gateway streams these to SSE clients as they come
+        if error is not None:
+            raise error
+        assert result is not None
         if self.metrics is not None:
             self.metrics.count_tokens(result.usage)
         if result.stop_reason == "error":
