@@ -182,19 +182,15 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ) -> None:
     """Next run, active window, tasks and when each is due, last delivery, and what a tick would do now."""
-    from rich.console import Console
-
     from openclaw_mini.heartbeat import HeartbeatRunner
 
-    if not workspace.is_dir():
-        raise _fail(f"workspace {workspace} is not a folder.")
-    config = _with_file_config(workspace, _build_config(every, active_hours, timezone))
-    runner = HeartbeatRunner(workspace.absolute(), config)
+    config, console = _prepare(workspace, every, active_hours, timezone)
+    runner = HeartbeatRunner(workspace.absolute(), _with_file_config(workspace, config))
     result = runner.status()
     if as_json:
         typer.echo(_status_json(result))
         return
-    render_status(Console(), result)
+    render_status(console, result)
 
 
 def _print_outcome(console: Console, outcome: HeartbeatOutcome) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import os
 import shutil
@@ -184,7 +183,9 @@ def make_process_undumpable() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The C library this process already runs on: no `find_library` (it may spawn `ldconfig`,
+        # while this runs on the event loop, right before the first command).
+        libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(4, 0, 0, 0, 0)) == 0  # PR_SET_DUMPABLE = 4
     except (OSError, AttributeError):
         return False

@@ -344,8 +344,7 @@ async def _spawn(command: str, cwd: Path, env: Mapping[str, str], isolation: Exe
             )
         if probe is not None:
             exec_isolation.warn_fallback(probe.reason)
-        if not _fallback_hardened:  # once per process; finding libc may run `ldconfig`
-            await asyncio.to_thread(_harden_fallback)
+        _harden_fallback()
         marker = secrets.token_hex(12)
         child_env[exec_isolation.EXEC_MARKER_VARIABLE] = marker
     try:
