@@ -190,6 +190,13 @@ async def test_tokens_scopes_and_error_bodies(gateway: Gateway) -> None:
         status = (await admin.get("/v1/status")).json()
         assert {"fleet", "backlog"} <= status.keys() and status["fleet"]["workers"]
         assert (await admin.get("/v1/dead-letters?limit=0")).status_code == 400
+        scraped = await admin.get("/metrics")  # Prometheus text, as on each worker
+        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        assert (
+            "openclaw_fleet_queued_messages" in scraped.text and "openclaw_fleet_dead_letters" in scraped.text
+        )
+    async with gateway.client(gateway.support) as support:
+        assert (await support.get("/metrics")).status_code == 403  # admin scope only
 
 
 async def test_dead_letter_admin_over_http(gateway: Gateway, model: FakeAnthropicServer) -> None:

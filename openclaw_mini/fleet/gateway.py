@@ -350,6 +350,15 @@ class _Api:
         await self.fleet.drop_dead(request.path_params["message_id"])
         return Response(status_code=204)
 
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus text: the fleet's queue gauges (admin token; scrapers send it as a bearer)."""
+        from starlette.responses import Response
+
+        from .metrics import CONTENT_TYPE, render
+
+        self._admin(request)
+        return Response(await render(self.fleet), media_type=CONTENT_TYPE)
+
     async def health(self, request: Request) -> Response:
         from starlette.responses import JSONResponse
 
@@ -417,6 +426,7 @@ def create_gateway(fleet: Fleet, tokens: GatewayTokens, *, stream_timeout: float
     routes = [
         Route("/healthz", _guarded(api.health), methods=["GET"]),
         Route("/openapi.json", _guarded(api.openapi), methods=["GET"]),
+        Route("/metrics", _guarded(api.metrics), methods=["GET"]),
         Route("/v1/messages", _guarded(api.enqueue), methods=["POST"]),
         Route("/v1/messages/{message_id}", _guarded(api.message), methods=["GET"]),
         Route("/v1/messages/{message_id}/events", _guarded(api.events), methods=["GET"]),
