@@ -455,10 +455,6 @@ class LiveSession:
     def last_id(self) -> str | None:
         return self.entries[-1].id if self.entries else None
 
-    @property
-    def writing(self) -> bool:
-        return bool(self._pending) or (self._writer is not None and not self._writer.done())
-
     def append(self, entry: AnyEntry) -> None:
         """Add an entry to the history now and queue it for the disk (one writer keeps the order)."""
         entry.parent_id = self.last_id
@@ -532,9 +528,6 @@ class SessionCache(Generic[V]):
 
     def pop(self, key: str) -> V | None:
         return self._items.pop(key, None)
-
-    def values(self) -> list[V]:
-        return list(self._items.values())
 
     def held_bytes(self) -> int:
         return sum(self._weigh(value) for value in self._items.values())
